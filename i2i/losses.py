@@ -1,0 +1,95 @@
+"""The loss contract: how a loss plugin takes part in a training step without the loop knowing it.
+
+The loop builds one :class:`StepContext` per step, then
+
+1. asks every loss for ``discriminator_loss(ctx)`` and, if any returned a value, updates D on their sum;
+2. asks every loss for ``generator_loss(ctx)`` and updates G on ``sum(weight * value)``.
+
+A loss therefore decides itself whether it trains D, how D is fed (conditioned on the input or not),
+whether it needs a second generator sample (``ctx.sample()``, for mode-seeking or diversity losses)
+or the discriminator's features (``ctx.discriminator_features()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+class StepContext:
+    """Everything a loss may look at during one training step.
+
+    ``fake_B`` is the generator's output for ``real_A`` (with gradients); ``z`` its latent code, or
+    ``None`` for generators without one. Extra samples drawn with :meth:`sample` are cached by key,
+    so two losses asking for the same key share one forward pass.
+    """
+
+    def __init__(
+        self,
+        real_A: Tensor,
+        real_B: Tensor,
+        generator: nn.Module,
+        discriminator: nn.Module | None,
+        fake_B: Tensor,
+        z: Tensor | None,
+        sample_z: Callable[[int], Tensor | None],
+    ) -> None:
+        self.real_A = real_A
+        self.real_B = real_B
+        self.generator = generator
+        self.discriminator = discriminator
+        self.fake_B = fake_B
+        self.z = z
+        self._sample_z = sample_z
+        self._samples: dict[str, tuple[Tensor, Tensor | None]] = {}
+        self.logs: dict[str, float] = {}
+
+    def log(self, name: str, value: Tensor | float) -> None:
+        """Record a scalar for the progress bar, the loss log and the curves."""
+        self.logs[name] = float(value.detach()) if isinstance(value, Tensor) else float(value)
+
+    def sample(self, key: str = "second") -> tuple[Tensor, Tensor | None]:
+        """Another generator output for ``real_A`` with a fresh latent code: ``(output, z)``."""
+        if key not in self._samples:
+            z = self._sample_z(self.real_A.shape[0])
+            out = self.generator(self.real_A, z) if z is not None else self.generator(self.real_A)
+            self._samples[key] = (out, z)
+        return self._samples[key]
+
+    def discriminator_input(self, output: Tensor, conditional: bool) -> Tensor:
+        """What D sees for ``output``: ``cat(A, output)`` when conditional, ``output`` otherwise."""
+        return torch.cat([self.real_A, output], dim=1) if conditional else output
+
+    def discriminator_features(self, output: Tensor, conditional: bool) -> list[Tensor]:
+        """Intermediate D activations for ``output`` (needs a discriminator with ``features``)."""
+        if self.discriminator is None or not hasattr(self.discriminator, "features"):
+            raise RuntimeError("this loss needs a discriminator that offers features(x)")
+        return self.discriminator.features(self.discriminator_input(output, conditional))
+
+
+class Loss(nn.Module):
+    """Base class for loss plugins.
+
+    Subclasses override :meth:`generator_loss` and, if they train the discriminator,
+    :meth:`discriminator_loss`. Set ``conditional = True`` when D must see the input too: the host
+    then builds D with input channels for both images.
+    """
+
+    #: Whether this loss needs a discriminator at all.
+    uses_discriminator: bool = False
+    #: Whether D is shown the input image concatenated with the real/fake output.
+    conditional: bool = False
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+
+    def discriminator_loss(self, ctx: StepContext) -> Tensor | None:
+        """The term this loss adds to D's objective, or ``None`` (the default) if it adds none."""
+        return None
+
+    def generator_loss(self, ctx: StepContext) -> Tensor | None:
+        """The unweighted term this loss adds to G's objective, or ``None``."""
+        return None
