@@ -116,9 +116,12 @@ class PluginHost:
     def _register(self, name: str, plugin: Any, provider: Provider) -> None:
         if name in self.providers:
             self._fail(
-                name, provider, "registering",
-                I2IError(f"a plugin named {name!r} is already registered by "
-                         f"{self.providers[name]}"),
+                name,
+                provider,
+                "registering",
+                I2IError(
+                    f"a plugin named {name!r} is already registered by {self.providers[name]}"
+                ),
             )
             return
         try:

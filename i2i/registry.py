@@ -83,7 +83,7 @@ class Registry:
                 f"The {self.kind} name {name!r} is provided twice: by {existing.provider} "
                 f"(plugin {existing.provider.plugin!r}) and by {self._provider} "
                 f"(plugin {self._provider.plugin!r}). Uninstall one of them, or block one with "
-                f"I2I_DISABLE_PLUGINS={self._provider.plugin}."
+                f"I2I_DISABLE_PLUGINS={self._provider.plugin}.",
             )
         self._components[name] = Component(
             kind=self.kind,

@@ -1,1 +1,119 @@
-"""Placeholder until implemented."""
+"""Default losses: the conditional adversarial loss of pix2pix and L1/L2 reconstruction."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from i2i import Loss, StepContext, hookimpl
+from i2i.errors import I2IError
+
+GanMode = Literal["vanilla", "lsgan", "hinge", "wgangp"]
+
+
+class AdversarialLoss(Loss):
+    """GAN loss; D sees cat(input, output) when conditional, as in pix2pix.
+
+    D's objective is 0.5·(real term + fake term) (plus a gradient penalty for ``wgangp``); G's is
+    the "real" term on its own output, so ``weight`` scales only G's side, like λ for L1.
+    """
+
+    uses_discriminator = True
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        mode: GanMode = "vanilla",
+        conditional: bool = True,
+        gp_weight: float = 10.0,
+    ) -> None:
+        super().__init__(weight)
+        if mode not in ("vanilla", "lsgan", "hinge", "wgangp"):
+            raise I2IError(f"GAN mode {mode!r} is not one of vanilla, lsgan, hinge, wgangp.")
+        self.mode = mode
+        self.conditional = conditional
+        self.gp_weight = float(gp_weight)
+
+    def _term(self, logits: Tensor, real: bool, for_discriminator: bool) -> Tensor:
+        if self.mode == "vanilla":
+            target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+            return F.binary_cross_entropy_with_logits(logits, target)
+        if self.mode == "lsgan":
+            target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+            return F.mse_loss(logits, target)
+        if self.mode == "hinge" and for_discriminator:
+            return F.relu(1 - logits).mean() if real else F.relu(1 + logits).mean()
+        return -logits.mean() if real else logits.mean()  # wgangp, and hinge for G
+
+    def discriminator_loss(self, ctx: StepContext) -> Tensor:
+        D = ctx.discriminator
+        fake = ctx.fake_B.detach()
+        real_in = ctx.discriminator_input(ctx.real_B, self.conditional)
+        fake_in = ctx.discriminator_input(fake, self.conditional)
+        loss_real = self._term(D(real_in), real=True, for_discriminator=True)
+        loss_fake = self._term(D(fake_in), real=False, for_discriminator=True)
+        ctx.log("D_real", loss_real)
+        ctx.log("D_fake", loss_fake)
+        loss = 0.5 * (loss_real + loss_fake)
+        if self.mode == "wgangp" and self.gp_weight > 0:
+            penalty = gradient_penalty(D, real_in, fake_in)
+            ctx.log("D_gp", penalty)
+            loss = loss + self.gp_weight * penalty
+        return loss
+
+    def generator_loss(self, ctx: StepContext) -> Tensor:
+        logits = ctx.discriminator(ctx.discriminator_input(ctx.fake_B, self.conditional))
+        return self._term(logits, real=True, for_discriminator=False)
+
+
+def gradient_penalty(D: torch.nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    """WGAN-GP: mean (‖∇D(x̂)‖₂ − 1)² on random interpolates x̂ of real and fake inputs."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    out = D(mixed)
+    (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def cgan(weight: float = 1.0, mode: GanMode = "vanilla", gp_weight: float = 10.0) -> Loss:
+    """Conditional GAN loss (D sees input and output), modes vanilla/lsgan/hinge/wgangp."""
+    return AdversarialLoss(weight, mode, conditional=True, gp_weight=gp_weight)
+
+
+def gan(weight: float = 1.0, mode: GanMode = "vanilla", gp_weight: float = 10.0) -> Loss:
+    """Unconditional GAN loss (D sees only the output), modes vanilla/lsgan/hinge/wgangp."""
+    return AdversarialLoss(weight, mode, conditional=False, gp_weight=gp_weight)
+
+
+class ReconstructionLoss(Loss):
+    """Pixel distance between G's output and the target."""
+
+    def __init__(self, weight: float, distance: Literal["l1", "l2"]) -> None:
+        super().__init__(weight)
+        self.distance = distance
+
+    def generator_loss(self, ctx: StepContext) -> Tensor:
+        if self.distance == "l1":
+            return F.l1_loss(ctx.fake_B, ctx.real_B)
+        return F.mse_loss(ctx.fake_B, ctx.real_B)
+
+
+def l1(weight: float = 100.0) -> Loss:
+    """L1 distance to the target (pix2pix uses weight λ = 100)."""
+    return ReconstructionLoss(weight, "l1")
+
+
+def l2(weight: float = 100.0) -> Loss:
+    """Mean squared distance to the target."""
+    return ReconstructionLoss(weight, "l2")
+
+
+@hookimpl
+def i2i_register_losses(registry):
+    registry.add("cgan", cgan)
+    registry.add("gan", gan)
+    registry.add("l1", l1)
+    registry.add("l2", l2)

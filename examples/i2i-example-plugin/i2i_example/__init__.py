@@ -1,0 +1,71 @@
+"""An example i2i plugin: one generator and one loss, registered through the public hooks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+import i2i
+
+
+class NoiseEncoderDecoder(nn.Module):
+    """Encoder-decoder whose input is the image plus a broadcast latent code."""
+
+    def __init__(self, input_nc: int, output_nc: int, latent_dim: int, ngf: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim  # > 0: the i2i training loop passes z to forward()
+        self.size_multiple = 4
+        self.net = nn.Sequential(
+            nn.Conv2d(input_nc + latent_dim, ngf, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(ngf, ngf * 2, 4, 2, 1),
+            nn.InstanceNorm2d(ngf * 2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ngf, output_nc, 4, 2, 1),
+            nn.Tanh(),
+        )
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        planes = z[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+        return self.net(torch.cat([x, planes], dim=1))
+
+
+def noise_encoder_decoder(
+    input_nc: int, output_nc: int, latent_dim: int = 8, ngf: int = 32
+) -> nn.Module:
+    """Small encoder-decoder with a latent code z concatenated to the input."""
+    return NoiseEncoderDecoder(input_nc, output_nc, latent_dim, ngf)
+
+
+class ModeSeekingLoss(i2i.Loss):
+    """Mode-seeking regulariser: 1 / (|G(A,z1) - G(A,z2)| / |z1 - z2| + eps)."""
+
+    def __init__(self, weight: float, eps: float) -> None:
+        super().__init__(weight)
+        self.eps = eps
+
+    def generator_loss(self, ctx: i2i.StepContext) -> Tensor | None:
+        if ctx.z is None:  # a generator without a latent code has nothing to diversify
+            return None
+        other, z2 = ctx.sample()
+        ratio = (ctx.fake_B - other).abs().mean() / (ctx.z - z2).abs().mean()
+        ctx.log("mode_seeking_ratio", ratio)
+        return 1.0 / (ratio + self.eps)
+
+
+def mode_seeking(weight: float = 1.0, eps: float = 1e-5) -> i2i.Loss:
+    """Mode-seeking loss (MSGAN): rewards different outputs for different latent codes."""
+    return ModeSeekingLoss(weight, eps)
+
+
+@i2i.hookimpl
+def i2i_register_generators(registry):
+    registry.add("noise_encoder_decoder", noise_encoder_decoder)
+
+
+@i2i.hookimpl
+def i2i_register_losses(registry):
+    registry.add("mode_seeking", mode_seeking)

@@ -1,0 +1,79 @@
+"""Checkpoints: atomic saving and safe loading.
+
+A checkpoint is a plain dict of tensors, numbers, strings and containers written with
+``torch.save``. It is loaded with ``weights_only=True``, so a hostile file cannot run code: only
+tensors and primitive containers are unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from i2i.errors import CheckpointError
+
+FORMAT = "i2i-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
+
+    A crash mid-write leaves the previous file intact; readers never see a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything that is not one."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "latest.pt", path / "latest.pt"):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise CheckpointError(
+                f"{path} is a folder without checkpoints/latest.pt: is it an i2i run directory?"
+            )
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} contains objects other than tensors and plain values, so it was not loaded "
+            f"(loading it could run arbitrary code). Only checkpoints written by i2i are accepted. "
+            f"Detail: {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {exc}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a PyTorch file but not an i2i checkpoint.")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer i2i (format {state['format_version']}); upgrade i2i."
+        )
+    state["path"] = str(path)
+    return state

@@ -1,0 +1,299 @@
+"""The ``i2i`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from i2i.errors import I2IError
+
+DEBUG_ENV = "I2I_DEBUG"
+
+app = typer.Typer(
+    name="i2i",
+    help="Plugin-based paired image-to-image translation (pix2pix and friends).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Get and check datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe value: section.key=value (repeatable)."),
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _host():
+    from i2i.plugins import get_host
+
+    return get_host()
+
+
+def _resolve(recipe_path: Path, overrides: list[str] | None):
+    from i2i.recipe import load_recipe, resolve
+
+    host = _host()
+    recipe = resolve(load_recipe(recipe_path, overrides), host, source=str(recipe_path))
+    return recipe, host
+
+
+@app.command("list-plugins")
+def list_plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List installed components, the package providing each, and plugins that failed to load."""
+    host = _host()
+    components = host.components()
+    if as_json:
+        payload = {
+            "components": [
+                {
+                    "kind": c.kind,
+                    "name": c.name,
+                    "plugin": c.provider.plugin,
+                    "package": c.provider.distribution,
+                    "version": c.provider.version,
+                    "description": c.description,
+                }
+                for c in components
+            ],
+            "failed": [
+                {
+                    "plugin": f.plugin,
+                    "package": f.provider.distribution,
+                    "version": f.provider.version,
+                    "stage": f.stage,
+                    "reason": f.reason,
+                }
+                for f in host.failures
+            ],
+        }
+        out.print_json(json.dumps(payload))
+        return
+    table = Table(title="i2i components")
+    for col in ("kind", "name", "provided by", "description"):
+        table.add_column(col)
+    for c in components:
+        table.add_row(
+            c.kind, c.name, escape(f"{c.provider} ({c.provider.plugin})"), escape(c.description)
+        )
+    out.print(table)
+    if host.failures:
+        failed = Table(title="Plugins that failed to load", title_style="bold red")
+        for col in ("plugin", "package", "while", "reason"):
+            failed.add_column(col)
+        for f in host.failures:
+            failed.add_row(f.plugin, escape(str(f.provider)), escape(f.stage), escape(f.reason))
+        out.print(failed)
+        out.print("Run with I2I_STRICT_PLUGINS=1 to turn these into errors with tracebacks.")
+
+
+@app.command()
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    set_: SetOption = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the resolved recipe.")] = False,
+) -> None:
+    """Check a recipe without running it; every problem is reported at once."""
+    from i2i.recipe import dumps
+
+    resolved, _ = _resolve(recipe, set_)
+    if show:
+        out.print(escape(dumps(resolved)))
+    out.print(f"[green]{escape(str(recipe))} is valid.[/green]")
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    set_: SetOption = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run directory.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """Train a recipe, then evaluate it and write the run's HTML report."""
+    from i2i.evaluate import evaluate_checkpoint, summary_table
+    from i2i.report import write_index
+    from i2i.training import start_run
+
+    resolved, host = _resolve(recipe, set_)
+    trainer = start_run(
+        resolved, host, resume_dir=resume, console=err, show_progress=not no_progress
+    )
+    err.print(
+        f"Run directory: [bold]{escape(str(trainer.run_dir))}[/bold] "
+        f"(device {trainer.device}, {trainer.total_steps()} steps)"
+    )
+    result = trainer.run()
+    if result.interrupted:
+        write_index(result.run_dir)
+        err.print(
+            f"[yellow]Stopped at step {result.step}; checkpoint saved. Continue with:[/]\n"
+            f"  i2i run {escape(str(recipe))} --resume {escape(str(result.run_dir))}"
+        )
+        raise typer.Exit(code=130)
+    if resolved["train"]["evaluate"]:
+        summaries = evaluate_checkpoint(
+            result.run_dir, host, show_progress=not no_progress, console=err
+        )
+        out.print(summary_table(summaries))
+    page = write_index(result.run_dir)
+    out.print(f"Report: {escape(str(page))}")
+
+
+@app.command("eval")
+def eval_(
+    target: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
+    mode: Annotated[str, typer.Option(help="eval, train or both.")] = "",
+    data_root: Annotated[str | None, typer.Option(help="Evaluate on data in this folder.")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to evaluate (default: recipe's).")
+    ] = None,
+    max_items: Annotated[int | None, typer.Option(help="Evaluate at most N images.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Where to write reports.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda...")] = None,
+) -> None:
+    """Translate a split with a trained generator and report L1, PSNR, SSIM (and more)."""
+    from i2i.evaluate import evaluate_checkpoint, summary_table
+    from i2i.report import write_index
+
+    modes = {"": None, "both": ["eval", "train"], "eval": ["eval"], "train": ["train"]}
+    if mode not in modes:
+        raise I2IError(f"--mode {mode!r}: use eval, train or both.")
+    changes: dict = {"data": {}, "eval": {}}
+    if data_root:
+        changes["data"]["root"] = data_root
+    if split:
+        changes["eval"]["split"] = split
+    if max_items is not None:
+        changes["eval"]["max_items"] = max_items
+    summaries = evaluate_checkpoint(
+        target,
+        _host(),
+        modes=modes[mode],
+        recipe_changes=changes,
+        out_dir=out_dir,
+        device=device,
+        console=err,
+    )
+    out.print(summary_table(summaries))
+    if target.is_dir() and out_dir is None:
+        out.print(f"Report: {escape(str(write_index(target)))}")
+
+
+@app.command()
+def translate(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
+    input_dir: Annotated[Path, typer.Argument(help="Folder of input images.")],
+    output_dir: Annotated[Path, typer.Argument(help="Where translated images go.")],
+    aligned: Annotated[
+        bool,
+        typer.Option(help="Inputs are A|B pairs: take the input half by the recipe's direction."),
+    ] = False,
+    mode: Annotated[str, typer.Option(help="Inference mode: eval or train.")] = "eval",
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Apply a trained generator to a folder of images."""
+    from i2i.translate import translate_folder
+
+    report = translate_folder(
+        checkpoint,
+        input_dir,
+        output_dir,
+        _host(),
+        aligned=aligned,
+        mode=mode,
+        device=device,
+        console=err,
+    )
+    out.print(f"Translated {report.count} images into {escape(str(output_dir))}.")
+    for note in report.notes:
+        out.print(f"[yellow]{escape(note)}[/yellow]")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
+    out_dir: Annotated[Path | None, typer.Option(help="Default: next to the checkpoint.")] = None,
+    formats: Annotated[str, typer.Option("--format", help="torchscript, onnx or both")] = "both",
+    size: Annotated[int, typer.Option(help="Example input side length in pixels.")] = 256,
+) -> None:
+    """Write the generator as TorchScript and/or ONNX, checked against the original."""
+    from i2i.export import export_generator
+
+    wanted = (
+        ["torchscript", "onnx"] if formats == "both" else [f.strip() for f in formats.split(",")]
+    )
+    for path, diff in export_generator(checkpoint, _host(), wanted, out_dir=out_dir, size=size):
+        out.print(f"Wrote {escape(str(path))} (max difference to PyTorch: {diff:.2e})")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. facades.")],
+    dest: Annotated[Path | None, typer.Option(help="Default: datasets/NAME")] = None,
+    url: Annotated[str | None, typer.Option(help="Download from this address instead.")] = None,
+) -> None:
+    """Download a pix2pix dataset archive and verify what arrived."""
+    from i2i.datafetch import fetch_dataset
+
+    root = fetch_dataset(name, dest or Path("datasets") / name, url=url)
+    out.print(f"[green]{escape(name)} is ready in {escape(str(root))}[/green]")
+
+
+@data_app.command("verify")
+def data_verify(
+    root: Annotated[Path, typer.Argument(help="A facades folder (train/, test/, ...).")],
+) -> None:
+    """Check a facades folder: splits, file counts and image sizes."""
+    from i2i.datafetch import verify_facades
+
+    summary = verify_facades(root)
+    out.print_json(json.dumps(summary, default=str))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one paragraph on stderr and exit code 1."""
+    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get(
+        DEBUG_ENV, ""
+    ) not in ("", "0")
+    try:
+        app(args=argv, standalone_mode=True)
+    except I2IError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        sys.exit(130)
+    except Exception as exc:  # an internal error: keep it short unless asked
+        if debug:
+            raise
+        err.print(
+            f"[bold red]Internal error:[/bold red] {type(exc).__name__}: "
+            f"{escape(str(exc))}\nRun again with --debug (or {DEBUG_ENV}=1) for the "
+            "traceback, and please report it.",
+            highlight=False,
+        )
+        sys.exit(2)

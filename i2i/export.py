@@ -1,0 +1,98 @@
+"""Exporting a trained generator to TorchScript and ONNX, each checked against PyTorch."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from i2i.checkpoint import load_checkpoint
+from i2i.errors import I2IError
+from i2i.evaluate import generator_from_checkpoint
+from i2i.plugins import PluginHost
+
+FORMATS = ("torchscript", "onnx")
+
+
+class _WithLatent(torch.nn.Module):
+    """Makes z an explicit input for exported generators that take one."""
+
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(x, z)
+
+
+@torch.no_grad()
+def export_generator(
+    checkpoint: Path,
+    host: PluginHost,
+    formats: list[str],
+    *,
+    out_dir: Path | None = None,
+    size: int = 256,
+    tolerance: float = 1e-3,
+) -> list[tuple[Path, float]]:
+    """Write the generator (eval mode) in each format; returns (path, max abs difference)."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise I2IError(f"Unknown export format {unknown[0]!r}: use {', '.join(FORMATS)}.")
+    state = load_checkpoint(checkpoint)
+    G = generator_from_checkpoint(state, host, torch.device("cpu")).eval()
+    latent = int(getattr(G, "latent_dim", 0) or 0)
+    module = _WithLatent(G) if latent else G
+    x = torch.rand(1, state["io"]["input_nc"], size, size) * 2 - 1
+    inputs = (x, torch.randn(1, latent)) if latent else (x,)
+    expected = module(*inputs)
+    out_dir = Path(out_dir) if out_dir else Path(state["path"]).parent.parent / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    if "torchscript" in formats:
+        path = out_dir / "generator.torchscript.pt"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(module, inputs)
+        traced.save(str(path))
+        diff = (torch.jit.load(str(path))(*inputs) - expected).abs().max().item()
+        results.append((path, _check(path, diff, tolerance)))
+    if "onnx" in formats:
+        results.append(_export_onnx(module, inputs, expected, out_dir, latent, tolerance))
+    return results
+
+
+def _check(path: Path, diff: float, tolerance: float) -> float:
+    if not diff <= tolerance:
+        raise I2IError(
+            f"The exported {path.name} differs from the PyTorch generator by {diff:.3g} "
+            f"(> {tolerance}); the export is not trustworthy for this network."
+        )
+    return diff
+
+
+def _export_onnx(module, inputs, expected, out_dir: Path, latent: int, tolerance: float):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise I2IError("ONNX export needs the optional extra: pip install 'i2i[onnx]'.") from None
+    path = out_dir / "generator.onnx"
+    names = ["input", "z"] if latent else ["input"]
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            inputs,
+            str(path),
+            input_names=names,
+            output_names=["output"],
+            dynamic_axes=axes,
+            dynamo=False,
+            opset_version=17,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
+    diff = float(abs(torch.from_numpy(got) - expected).max())
+    return path, _check(path, diff, tolerance)

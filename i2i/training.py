@@ -1,0 +1,521 @@
+"""The pix2pix training loop, generic over registered networks and losses.
+
+Each step: G(A) once; update D on what the losses ask of it; then, with D frozen, update G on the
+weighted sum of the losses' generator terms. Losses decide how D is fed (see :mod:`i2i.losses`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch.utils.data import DataLoader
+
+from i2i import __version__
+from i2i.build import Model, build_dataset, build_model, pick_device
+from i2i.checkpoint import load_checkpoint, save_checkpoint
+from i2i.data import EpochSampler, SeededItems
+from i2i.errors import CheckpointError, DataError, I2IError
+from i2i.imaging import save_triplet_grid
+from i2i.losses import StepContext
+from i2i.perf import tune_allocator
+from i2i.plugins import PluginHost
+from i2i.recipe import Recipe, dumps
+from i2i.schedules import make_scheduler, step_scheduler
+
+#: Recipe sections that must not change when a run is resumed.
+FROZEN_ON_RESUME = ("data", "generator", "discriminator", "losses")
+
+
+def make_adam(params, optim: dict[str, Any], lr: float, device: torch.device):
+    kwargs = dict(lr=lr, betas=(optim["beta1"], optim["beta2"]), weight_decay=optim["weight_decay"])
+    if optim["fused"]:
+        try:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # no fused kernel for this device or torch version: use the multi-tensor one
+    return torch.optim.Adam(params, foreach=device.type != "mps" or None, **kwargs)
+
+
+def set_requires_grad(net: torch.nn.Module | None, flag: bool) -> None:
+    if net is not None:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def plugins_used(recipe: Recipe, host: PluginHost) -> dict[str, str]:
+    """Plugin name → "distribution version" for every component the recipe names."""
+    used = {}
+    pairs = [("dataset", recipe["data"]["name"]), ("generator", recipe["generator"]["name"])]
+    if "discriminator" in recipe:
+        pairs.append(("discriminator", recipe["discriminator"]["name"]))
+    pairs += [("loss", t["name"]) for t in recipe["losses"]]
+    pairs += [("metric", m) for m in recipe["eval"]["metrics"]]
+    for kind, name in pairs:
+        provider = host.registry(kind).get(name).provider
+        used[provider.plugin] = str(provider)
+    return dict(sorted(used.items()))
+
+
+def new_run_dir(recipe: Recipe) -> Path:
+    """``output_dir/name``, or ``name-2``, ``name-3``... when that exists already."""
+    base = Path(recipe["experiment"]["output_dir"]) / recipe["experiment"]["name"]
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    finished: bool
+    interrupted: bool = False
+    last_losses: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains one recipe into one run directory; ``resume=True`` continues from its latest.pt."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        host: PluginHost,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        console: Console | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.recipe = recipe
+        self.host = host
+        self.run_dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.train_cfg = recipe["train"]
+        self.device = pick_device(recipe["experiment"]["device"])
+        seed = recipe["experiment"]["seed"]
+        state = self._load_resume_state() if resume else None
+
+        torch.manual_seed(seed)
+        random.seed(seed)
+        dataset = build_dataset(recipe, host, "train")
+        if len(dataset) == 0:
+            raise DataError(
+                f"The training split of {recipe['data'].get('root', 'the dataset')} "
+                "holds no images."
+            )
+        self.items = SeededItems(dataset, seed)
+        self.sampler = EpochSampler(len(dataset), seed)
+        batch_size = recipe["data"]["batch_size"]
+        self.loader = DataLoader(
+            self.items,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=recipe["data"]["num_workers"],
+            pin_memory=self.device.type == "cuda",
+        )
+        self.steps_per_epoch = math.ceil(len(dataset) / batch_size)
+        self.model: Model = build_model(recipe, host, dataset.input_nc, dataset.output_nc)
+        self.model.generator.to(self.device)
+        if self.model.discriminator is not None:
+            self.model.discriminator.to(self.device)
+        for _, loss in self.model.losses:
+            loss.to(self.device)
+        optim = recipe["optim"]
+        self.opt_G = make_adam(self.model.generator.parameters(), optim, optim["lr"], self.device)
+        self.sched_G = make_scheduler(self.opt_G, optim, self.train_cfg)
+        self.opt_D = self.sched_D = None
+        if self.model.discriminator is not None:
+            self.opt_D = make_adam(
+                self.model.discriminator.parameters(),
+                optim,
+                optim["lr_D"] or optim["lr"],
+                self.device,
+            )
+            self.sched_D = make_scheduler(self.opt_D, optim, self.train_cfg)
+        self.total_epochs = self.train_cfg["epochs"] + self.train_cfg["epochs_decay"]
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.sample_inputs = self._sample_batch(dataset)
+        self.sample_z = None
+        if self.model.latent_dim > 0:
+            gen = torch.Generator().manual_seed(seed + 1)
+            self.sample_z = torch.randn(
+                len(self.sample_inputs[0]), self.model.latent_dim, generator=gen
+            ).to(self.device)
+        if state is not None:
+            self._restore(state)
+        self._stop_requested = False
+
+    # -- state -----------------------------------------------------------------------------------
+    def _load_resume_state(self) -> dict[str, Any]:
+        path = self.run_dir / "checkpoints" / "latest.pt"
+        if not path.is_file():
+            raise CheckpointError(
+                f"Cannot resume: {path} does not exist (was {self.run_dir} created by 'i2i run'?)."
+            )
+        state = load_checkpoint(path)
+        changed = [s for s in FROZEN_ON_RESUME if state["recipe"].get(s) != self.recipe.get(s)]
+        if changed:
+            raise I2IError(
+                f"Cannot resume {self.run_dir}: the recipe's [{'], ['.join(changed)}] differ from "
+                f"the run's (saved in {self.run_dir / 'recipe.toml'}). Resume with that recipe, "
+                "or start a new run."
+            )
+        return state
+
+    def state_dict(self) -> dict[str, Any]:
+        m = self.model
+        state = {
+            "i2i_version": __version__,
+            "recipe": self.recipe,
+            "plugins": plugins_used(self.recipe, self.host),
+            "io": {"input_nc": m.input_nc, "output_nc": m.output_nc},
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "generator": m.generator.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": random.getstate(),
+            },
+        }
+        if m.discriminator is not None:
+            state.update(
+                discriminator=m.discriminator.state_dict(),
+                opt_D=self.opt_D.state_dict(),
+                sched_D=self.sched_D.state_dict(),
+            )
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        m = self.model
+        try:
+            m.generator.load_state_dict(state["generator"])
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.sched_G.load_state_dict(state["sched_G"])
+            if m.discriminator is not None:
+                m.discriminator.load_state_dict(state["discriminator"])
+                self.opt_D.load_state_dict(state["opt_D"])
+                self.sched_D.load_state_dict(state["sched_D"])
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+            self.batch_in_epoch = int(state["batch_in_epoch"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            py = state["rng"]["python"]
+            random.setstate((py[0], tuple(py[1]), py[2]))
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"{state.get('path')} does not match this recipe's networks: {exc}"
+            ) from None
+
+    def save(self, name: str = "latest.pt") -> Path:
+        return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / name)
+
+    # -- one step --------------------------------------------------------------------------------
+    def _draw_z(self, batch: int) -> torch.Tensor | None:
+        if self.model.latent_dim <= 0:
+            return None
+        return torch.randn(batch, self.model.latent_dim, device=self.device)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One D update and one G update on ``batch``; returns the logged scalars."""
+        G, D = self.model.generator, self.model.discriminator
+        real_A = batch["A"].to(self.device, non_blocking=True)
+        real_B = batch["B"].to(self.device, non_blocking=True)
+        z = self._draw_z(real_A.shape[0])
+        fake_B = G(real_A, z) if z is not None else G(real_A)
+        ctx = StepContext(real_A, real_B, G, D, fake_B, z, self._draw_z)
+
+        if D is not None:
+            set_requires_grad(D, True)
+            self.opt_D.zero_grad(set_to_none=True)
+            terms = [
+                t
+                for _, loss in self.model.losses
+                if (t := loss.discriminator_loss(ctx)) is not None
+            ]
+            if terms:
+                loss_D = torch.stack(terms).sum()
+                loss_D.backward()
+                self.opt_D.step()
+                ctx.log("D_total", loss_D)
+            set_requires_grad(D, False)
+
+        self.opt_G.zero_grad(set_to_none=True)
+        total = None
+        for name, loss in self.model.losses:
+            term = loss.generator_loss(ctx)
+            if term is None:
+                continue
+            ctx.log(f"G_{name}", term)
+            weighted = loss.weight * term
+            total = weighted if total is None else total + weighted
+        if total is None:
+            raise I2IError("None of the recipe's losses gives the generator anything to learn.")
+        total.backward()
+        self.opt_G.step()
+        ctx.log("G_total", total)
+        return ctx.logs
+
+    # -- the loop --------------------------------------------------------------------------------
+    @contextmanager
+    def _graceful_stop(self) -> Iterator[None]:
+        """First Ctrl-C (or SIGTERM) finishes the current step and saves; a second one aborts."""
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.console.print(
+                "[yellow]Stopping after this step and saving a checkpoint "
+                "(press Ctrl-C again to abort without saving)...[/yellow]"
+            )
+
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: no handlers, plain behaviour
+            pass
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def total_steps(self) -> int:
+        steps = self.total_epochs * self.steps_per_epoch
+        cap = self.train_cfg["max_steps"]
+        return min(steps, cap) if cap > 0 else steps
+
+    def run(self) -> RunResult:
+        if self.device.type == "cpu":
+            tune_allocator()
+        writer = self._tensorboard()
+        log_path = self.run_dir / "log.jsonl"
+        total_steps = self.total_steps()
+        cfg = self.train_cfg
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        epoch_sum, epoch_count = 0.0, 0
+        start = time.perf_counter()
+        last: dict[str, float] = {}
+        progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[losses]}"),
+            console=self.console,
+            disable=not self.show_progress,
+        )
+        for net in (self.model.generator, self.model.discriminator):
+            if net is not None:
+                net.train()
+        with self._graceful_stop(), progress, log_path.open("a", encoding="utf-8") as log:
+            task = progress.add_task(
+                "train",
+                total=total_steps,
+                completed=self.step,
+                epoch=self.epoch + 1,
+                epochs=self.total_epochs,
+                rate="",
+                losses="",
+            )
+            while (
+                self.epoch < self.total_epochs
+                and self.step < total_steps
+                and not self._stop_requested
+            ):
+                self.items.epoch = self.epoch
+                self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.loader.batch_size)
+                step_start = time.perf_counter()
+                for batch in self.loader:
+                    logs = self.train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    for k, v in logs.items():
+                        sums[k] += v
+                    count += 1
+                    epoch_sum += logs.get("G_total", 0.0)
+                    epoch_count += 1
+                    now = time.perf_counter()
+                    rate = 1.0 / max(now - step_start, 1e-9)
+                    step_start = now
+                    if self.step % cfg["log_every"] == 0 or self.step == total_steps:
+                        last = {k: v / count for k, v in sums.items()}
+                        self._log(log, writer, last, now - start)
+                        sums.clear()
+                        count = 0
+                    if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
+                        self.write_samples(writer)
+                    shown = " ".join(
+                        f"{k}={v:.3f}"
+                        for k, v in logs.items()
+                        if k in ("D_real", "D_fake") or k.startswith("G_")
+                    )
+                    progress.update(
+                        task, advance=1, epoch=self.epoch + 1, rate=f"{rate:.2f} it/s", losses=shown
+                    )
+                    if self.step >= total_steps or self._stop_requested:
+                        break
+                if self.batch_in_epoch >= self.steps_per_epoch:
+                    self._end_epoch(epoch_sum / max(epoch_count, 1))
+                    epoch_sum, epoch_count = 0.0, 0
+        finished = not self._stop_requested
+        self.write_samples(writer)
+        self.save()
+        if writer is not None:
+            writer.close()
+        return RunResult(
+            self.run_dir,
+            self.step,
+            self.epoch,
+            finished,
+            interrupted=self._stop_requested,
+            last_losses=last,
+        )
+
+    def _log(self, log, writer, values: dict[str, float], elapsed: float) -> None:
+        record = {
+            "step": self.step,
+            "epoch": self.epoch + 1,
+            "lr_G": self.opt_G.param_groups[0]["lr"],
+            "time": round(elapsed, 3),
+        }
+        if self.opt_D is not None:
+            record["lr_D"] = self.opt_D.param_groups[0]["lr"]
+        record.update(values)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if writer is not None:
+            for k, v in record.items():
+                if k not in ("step", "epoch", "time"):
+                    writer.add_scalar(k, v, self.step)
+
+    def _end_epoch(self, epoch_metric: float) -> None:
+        step_scheduler(self.sched_G, epoch_metric)
+        if self.sched_D is not None:
+            step_scheduler(self.sched_D, epoch_metric)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.save()
+        every = self.train_cfg["checkpoint_every"]
+        if every > 0 and self.epoch % every == 0:
+            self.save(f"epoch_{self.epoch:04d}.pt")
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def _sample_batch(self, train_set) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed set of held-out inputs (training ones if there is no eval split) for grids."""
+        n = max(1, self.train_cfg["num_samples"])
+        try:
+            source = build_dataset(self.recipe, self.host, self.recipe["eval"]["split"])
+        except I2IError:
+            source = train_set
+        if len(source) == 0:
+            source = train_set
+        with torch.random.fork_rng(devices=[]):  # jitter here must not shift the training RNG
+            torch.manual_seed(self.recipe["experiment"]["seed"])
+            items = [source[i] for i in range(min(n, len(source)))]
+        return (torch.stack([it["A"] for it in items]), torch.stack([it["B"] for it in items]))
+
+    @torch.no_grad()
+    def write_samples(self, writer=None) -> Path:
+        G = self.model.generator
+        was_training = G.training
+        G.eval()
+        A, B = self.sample_inputs
+        A_dev = A.to(self.device)
+        fake = G(A_dev, self.sample_z) if self.sample_z is not None else G(A_dev)
+        G.train(was_training)
+        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        save_triplet_grid(list(zip(A, fake.cpu(), B, strict=True)), path)
+        if writer is not None:
+            from torchvision.io import decode_image
+
+            writer.add_image("samples", decode_image(str(path)), self.step)
+        return path
+
+    def _tensorboard(self):
+        if not self.train_cfg["tensorboard"]:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the optional 'tensorboard' extra is not installed
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+
+def start_run(
+    recipe: Recipe,
+    host: PluginHost,
+    *,
+    resume_dir: Path | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> Trainer:
+    """Create (or reopen) the run directory, record the recipe and plugins, and make a Trainer."""
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        if not run_dir.is_dir():
+            raise I2IError(f"--resume {run_dir}: no such run directory.")
+    else:
+        run_dir = new_run_dir(recipe)
+    trainer = Trainer(
+        recipe,
+        host,
+        run_dir,
+        resume=resume_dir is not None,
+        console=console,
+        show_progress=show_progress,
+    )
+    if resume_dir is None:
+        (run_dir / "recipe.toml").write_text(dumps(recipe), encoding="utf-8")
+        environment = {
+            "i2i": __version__,
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            "device": str(trainer.device),
+        }
+        (run_dir / "plugins.json").write_text(
+            json.dumps(
+                {"plugins": plugins_used(recipe, host), "environment": environment}, indent=2
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+    return trainer

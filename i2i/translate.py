@@ -1,0 +1,139 @@
+"""Applying a trained generator to a folder of new images."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.progress import Progress
+
+from i2i.build import generate, pick_device
+from i2i.checkpoint import load_checkpoint
+from i2i.errors import DataError, I2IError
+from i2i.evaluate import generator_from_checkpoint
+from i2i.imaging import save_image
+from i2i.plugins import PluginHost
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class TranslateReport:
+    count: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def size_multiple(generator: torch.nn.Module) -> int:
+    """The side-length multiple G needs: declared by the plugin, else derived for U-Nets."""
+    declared = getattr(generator, "size_multiple", None)
+    if declared:
+        return int(declared)
+    num_downs = getattr(generator, "num_downs", None)
+    return 2 ** int(num_downs) if num_downs else 4
+
+
+def load_input(path: Path, channels: int) -> torch.Tensor:
+    """An image file as a (C, H, W) tensor in [-1, 1] with ``channels`` channels."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img, dtype=np.float32) / 65535.0
+                array = array[..., None]
+            else:
+                img = img.convert("L" if channels == 1 else "RGB")
+                array = np.asarray(img, dtype=np.float32) / 255.0
+                array = array[..., None] if array.ndim == 2 else array
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path} is not a readable image: {exc}") from None
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    if tensor.shape[0] != channels:
+        if tensor.shape[0] == 1:
+            tensor = tensor.expand(channels, -1, -1)
+        else:
+            raise DataError(
+                f"{path} has {tensor.shape[0]} channels; the generator takes {channels}."
+            )
+    return tensor * 2 - 1
+
+
+def fit_to_network(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, str | None]:
+    """Pad (reflect) up to a multiple of ``multiple``; resize up first if the image is too small."""
+    _, h, w = x.shape
+    note = None
+    if h < multiple or w < multiple:
+        scale = multiple / min(h, w)
+        nh, nw = round(h * scale), round(w * scale)
+        x = F.interpolate(x[None], size=(nh, nw), mode="bicubic", align_corners=False)[0]
+        note = f"resized from {w}x{h} to {nw}x{nh} (the network needs at least {multiple}px)"
+        h, w = nh, nw
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+        pad_note = f"padded from {w}x{h} to {w + pw}x{h + ph} (multiple of {multiple})"
+        note = f"{note}; {pad_note}" if note else pad_note
+    return x, note
+
+
+@torch.no_grad()
+def translate_folder(
+    checkpoint: Path,
+    input_dir: Path,
+    output_dir: Path,
+    host: PluginHost,
+    *,
+    aligned: bool = False,
+    mode: str = "eval",
+    device: str | None = None,
+    console: Console | None = None,
+) -> TranslateReport:
+    state = load_checkpoint(checkpoint)
+    recipe = state["recipe"]
+    dev = pick_device(device or recipe["experiment"]["device"])
+    G = generator_from_checkpoint(state, host, dev)
+    if mode == "train":
+        G = copy.deepcopy(G).train()
+    elif mode != "eval":
+        raise I2IError(f"--mode {mode!r}: use eval or train.")
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise DataError(f"Input folder {input_dir} does not exist.")
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    in_nc = state["io"]["input_nc"]
+    multiple = size_multiple(G)
+    report = TranslateReport()
+    direction = recipe["data"].get("direction", "AtoB")
+    torch.manual_seed(recipe["experiment"]["seed"])
+    with Progress(console=console or Console(stderr=True)) as bar:
+        task = bar.add_task("translating", total=len(files))
+        for path in files:
+            x = load_input(path, in_nc)
+            if aligned:
+                half = x.shape[2] // 2
+                x = x[:, :, half:] if direction == "BtoA" else x[:, :, :half]
+            _, h, w = x.shape
+            fitted, note = fit_to_network(x, multiple)
+            if note:
+                report.notes.append(
+                    f"{path.name}: {note}; the output is cropped back to {w}x{h}"
+                    if "padded" in note and "resized" not in note
+                    else f"{path.name}: {note}"
+                )
+            y = generate(G, fitted[None].to(dev)).cpu()[0]
+            if "resized" in (note or ""):
+                y = F.interpolate(y[None], size=(h, w), mode="bicubic", align_corners=False)[0]
+            y = y[:, :h, :w].clamp(-1, 1)
+            save_image(y, output_dir / f"{path.stem}.png")
+            report.count += 1
+            bar.advance(task)
+    return report
