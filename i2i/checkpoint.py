@@ -60,10 +60,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln]
+        if not lines:  # no forbidden object named: a damaged file
+            raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?).") from None
         raise CheckpointError(
             f"{path} contains objects other than tensors and plain values, so it was not loaded "
             f"(loading it could run arbitrary code). Only checkpoints written by i2i are accepted. "
-            f"Detail: {str(exc).splitlines()[0]}"
+            f"Detail: {lines[0]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(

@@ -1,1 +1,583 @@
-"""Placeholder until implemented."""
+"""The default pix2pix datasets: side-by-side ``aligned`` pairs, ``paired_folders`` and ``single``.
+
+Images are decoded with Pillow (8-bit and 16-bit), tifffile (TIFF with any number of channels) or
+NumPy (``.npy``), turned into float tensors in [0, 1], brought to the requested number of channels,
+resized/cropped/flipped like the original pix2pix code (``data/base_dataset.py``) and finally mapped
+to [-1, 1]. Random jitter uses only torch's RNG, through :mod:`torchvision.transforms.v2` called on
+the input and the target together, so both always get the same crop and flip and a seeded
+``DataLoader`` reproduces it.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+from i2i import hookimpl
+from i2i.errors import DataError, suggest
+
+Direction = Literal["AtoB", "BtoA"]
+Preprocess = Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"]
+DIRECTIONS: tuple[str, ...] = typing.get_args(Direction)
+PREPROCESSES: tuple[str, ...] = typing.get_args(Preprocess)
+
+#: File endings read as images (case-insensitive); ``.npy`` holds an HxWxC or CxHxW array.
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".ppm",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".npy",
+)
+HINT = (
+    "Download the example data with `i2i data fetch facades`, or point the recipe at your own "
+    "folder with `--set data.root=PATH`."
+)
+
+
+# -- reading one image -----------------------------------------------------------------------------
+def _array_to_float(arr: np.ndarray, path: Path) -> Tensor:
+    """An HxW, HxWxC or CxHxW array of any numeric dtype → float CxHxW tensor in [0, 1]."""
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3:
+        # Channels are the short axis: tifffile gives HxWxC for interleaved and CxHxW for planar data.
+        if arr.shape[-1] <= arr.shape[0]:
+            arr = np.moveaxis(arr, -1, 0)
+    else:
+        raise DataError(
+            f"Cannot use {path}: it holds an array of shape {arr.shape}, but an image must be "
+            "HxW, HxWxC or CxHxW."
+        )
+    if arr.dtype == np.bool_:
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if np.issubdtype(arr.dtype, np.integer):
+        scale = float(np.iinfo(arr.dtype).max)
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        return (t / scale).clamp_(0.0, 1.0)
+    if np.issubdtype(arr.dtype, np.floating):  # taken to be in [0, 1] already
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        return torch.nan_to_num_(t).clamp_(0.0, 1.0)
+    raise DataError(f"Cannot use {path}: its pixels have the unsupported type {arr.dtype}.")
+
+
+def _png_is_16bit_colour(img: Image.Image) -> bool:
+    """Pillow reads 16-bit RGB(A) PNGs as 8-bit; detect them to decode them another way."""
+    if img.format != "PNG" or img.mode not in ("RGB", "RGBA") or not img.tile:
+        return False
+    rawmode = img.tile[0][3]
+    if isinstance(rawmode, tuple):
+        rawmode = rawmode[0]
+    return ";16" in str(rawmode)
+
+
+def _decode_png16(path: Path) -> Tensor:
+    from torchvision.io import ImageReadMode, decode_png, read_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's image decoding is deprecated but works
+        t = decode_png(read_file(str(path)), ImageReadMode.UNCHANGED)
+    return t.to(torch.float32) / 65535.0
+
+
+def _read_with_pil(path: Path) -> Tensor:
+    with Image.open(path) as img:
+        mode = img.mode
+        if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+            # 16-bit greyscale (Pillow opens it as I;16 or I): full range is 0..65535.
+            arr = np.asarray(img).astype(np.float32) / 65535.0
+            return torch.from_numpy(arr).clamp_(0.0, 1.0)[None]
+        if mode == "F":
+            return _array_to_float(np.asarray(img, dtype=np.float32), path)
+        if _png_is_16bit_colour(img):
+            return _decode_png16(path)
+        if mode == "1":
+            img = img.convert("L")
+        elif mode in ("P", "PA"):
+            has_alpha = mode == "PA" or "transparency" in img.info
+            img = img.convert("RGBA" if has_alpha else "RGB")
+        elif mode not in ("L", "LA", "RGB", "RGBA"):
+            img = img.convert("RGB")  # CMYK, YCbCr, LAB, ...
+        arr = np.array(img, dtype=np.uint8)
+    t = torch.from_numpy(arr)
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+
+
+def read_image(path: Path) -> Tensor:
+    """Decode ``path`` into a CxHxW tensor with the file's own channel count.
+
+    8-bit files (through Pillow) stay ``uint8`` in 0..255, which keeps resizing fast; everything
+    else becomes ``float32`` in [0, 1]: 16-bit files (PNG, TIFF) are divided by 65535, other integer
+    types by their maximum, and float TIFF/NPY data is taken to be in [0, 1] already. Errors become
+    a :class:`~i2i.errors.DataError` naming the file.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+            if arr is None or not isinstance(arr, np.ndarray) or arr.size == 0:
+                raise ValueError("no image data found in the file")
+            t = _array_to_float(arr, path)
+        elif suffix == ".npy":
+            t = _array_to_float(np.load(path, allow_pickle=False), path)
+        else:
+            t = _read_with_pil(path)
+    except DataError:
+        raise
+    except Exception as exc:  # Pillow/tifffile/NumPy raise many different types on bad files
+        raise DataError(
+            f"Could not read the image {path}: {type(exc).__name__}: {exc}. The file is probably "
+            "corrupt, truncated or not an image; replace or delete it."
+        ) from None
+    if t.shape[-1] == 0 or t.shape[-2] == 0:
+        raise DataError(f"The image {path} is empty (size {tuple(t.shape[-2:])}).")
+    return t
+
+
+def to_channels(t: Tensor, channels: int, path: Path, what: str) -> Tensor:
+    """Bring ``t`` to ``channels`` channels: greyscale ↔ RGB automatically, alpha dropped."""
+    have = t.shape[0]
+    if have == channels:
+        return t
+    if channels == 1 and have in (3, 4):  # ITU-R 601-2 luma, as Pillow's convert("L")
+        return TF.rgb_to_grayscale(t[:3], num_output_channels=1)
+    if channels == 1 and have == 2:  # greyscale + alpha
+        return t[:1]
+    if channels == 3 and have in (1, 2):
+        return t[:1].expand(3, -1, -1)
+    if channels == 3 and have == 4:  # RGBA
+        return t[:3]
+    raise DataError(
+        f"The image {path} has {have} channels, but {what} is {channels}. Greyscale (1) and RGB (3) "
+        "are converted into each other automatically; for any other number of channels store "
+        f"images with exactly {channels} channels (for example a multi-channel TIFF or .npy file)."
+    )
+
+
+# -- listing files ---------------------------------------------------------------------------------
+def _natural_key(path: Path) -> tuple:
+    parts = re.split(r"(\d+)", path.name)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts), path.name
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path, what: str) -> list[Path]:
+    """The image files directly inside ``folder``, in natural order (2.jpg before 10.jpg)."""
+    if not folder.is_dir():
+        raise DataError(f"The {what} folder {folder} does not exist. {HINT}")
+    files = sorted((p for p in folder.iterdir() if is_image(p)), key=_natural_key)
+    if not files:
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        found = (
+            f" It contains: {', '.join(others[:8])}{', ...' if len(others) > 8 else ''}."
+            if others
+            else " It is empty."
+        )
+        raise DataError(
+            f"The {what} folder {folder} holds no images (looked for files ending in "
+            f"{', '.join(IMAGE_EXTENSIONS)}; subfolders are not searched).{found}"
+        )
+    return files
+
+
+def _subfolders(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return ", ".join(names) if names else "none"
+
+
+def _check_root(root: str | Path, dataset: str, layout: str) -> Path:
+    if root is None or str(root).strip() == "":
+        raise DataError(f"The {dataset} dataset needs data.root: {layout} {HINT}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise DataError(f"The dataset root {path} {what}. The {dataset} dataset expects {layout} {HINT}")
+    return path
+
+
+def _limit(files: list, max_items: int | None) -> list:
+    if max_items is None:
+        return files
+    if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+        raise DataError(f"max_items must be a positive integer or left out, got {max_items!r}.")
+    return files[:max_items]
+
+
+# -- transforms ------------------------------------------------------------------------------------
+class PairTransform:
+    """Resize, crop and flip one or more same-sized images exactly alike, then map them to [-1, 1].
+
+    The deterministic resizing is done per image; the random crop and flip are one
+    ``transforms.v2`` call on all images wrapped as ``tv_tensors.Image``, so they share parameters.
+    """
+
+    def __init__(self, preprocess: str, load_size: int, crop_size: int, train: bool, flip: bool) -> None:
+        if preprocess not in PREPROCESSES:
+            raise DataError(f"Unknown preprocess {preprocess!r}. {suggest(str(preprocess), PREPROCESSES)}")
+        for name, value in (("load_size", load_size), ("crop_size", crop_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DataError(f"{name} must be a positive integer, got {value!r}.")
+        if preprocess in ("resize_and_crop", "scale_width_and_crop") and crop_size > load_size:
+            raise DataError(
+                f"crop_size ({crop_size}) is larger than load_size ({load_size}): with "
+                f"preprocess={preprocess!r} images are first resized to load_size and then cropped "
+                "to crop_size, so crop_size must not exceed load_size (pix2pix uses 286 and 256)."
+            )
+        self.preprocess = preprocess
+        self.load_size = load_size
+        self.crop_size = crop_size
+        self.train = train
+        self.crops = preprocess in ("resize_and_crop", "crop", "scale_width_and_crop")
+        ops: list[v2.Transform] = []
+        if self.crops and (train or preprocess != "resize_and_crop"):
+            ops.append(v2.RandomCrop(crop_size) if train else v2.CenterCrop(crop_size))
+        if train and flip:
+            ops.append(v2.RandomHorizontalFlip(p=0.5))
+        self.random = v2.Compose(ops) if ops else None
+
+    def target_size(self, h: int, w: int) -> tuple[int, int]:
+        """The (height, width) each image is resized to before cropping."""
+        p, load, crop = self.preprocess, self.load_size, self.crop_size
+        if p == "resize_and_crop":
+            return (load, load) if self.train else (crop, crop)
+        if p.startswith("scale_width"):
+            nh = (load * h) // w
+            if p == "scale_width_and_crop":
+                nh = max(nh, crop)  # as pix2pix: never shorter than the crop
+            return max(nh, 1), load
+        if p == "none":  # pix2pix rounds to a multiple of 4 (the minimum the networks accept)
+            return max(4, round(h / 4) * 4), max(4, round(w / 4) * 4)
+        return h, w  # "crop"
+
+    def __call__(self, images: Sequence[Tensor], path: Path) -> list[Tensor]:
+        h, w = images[0].shape[-2:]
+        th, tw = self.target_size(h, w)
+        if self.crops and (th < self.crop_size or tw < self.crop_size):
+            raise DataError(
+                f"The image {path} is {tw}x{th} (width x height) after resizing, smaller than "
+                f"crop_size {self.crop_size} for preprocess={self.preprocess!r}. Lower crop_size, "
+                "or use preprocess='resize_and_crop'."
+            )
+        wrapped = []
+        for img in images:
+            img = tv_tensors.Image(img)
+            if (th, tw) != (h, w):
+                img = TF.resize(img, [th, tw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+            wrapped.append(img)
+        if self.random is not None:
+            out = self.random(*wrapped)
+            wrapped = list(out) if len(wrapped) > 1 else [out]
+        return [_to_unit_range(x.as_subclass(Tensor)) for x in wrapped]
+
+
+def _to_unit_range(x: Tensor) -> Tensor:
+    """uint8 0..255 or float 0..1 → contiguous float32 in [-1, 1]."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0).contiguous()
+    # Bicubic resizing of float images can overshoot [0, 1] a little.
+    return x.to(torch.float32).clamp(0.0, 1.0).mul_(2.0).sub_(1.0).contiguous()
+
+
+def _check_nc(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{name} must be a positive integer (1 greyscale, 3 RGB), got {value!r}.")
+    return value
+
+
+def _check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise DataError(f"Unknown direction {direction!r}. {suggest(str(direction), DIRECTIONS)}")
+    return direction
+
+
+# -- datasets --------------------------------------------------------------------------------------
+class _ImageDataset(Dataset):
+    def __init__(
+        self,
+        *,
+        split: str,
+        preprocess: str,
+        load_size: int,
+        crop_size: int,
+        flip: bool,
+        input_nc: int,
+        output_nc: int,
+    ) -> None:
+        self.split = split
+        self.input_nc = _check_nc("input_nc", input_nc)
+        self.output_nc = _check_nc("output_nc", output_nc)
+        self.transform = PairTransform(
+            preprocess, load_size, crop_size, train=split == "train", flip=bool(flip)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(split={self.split!r}, items={len(self)}, "
+            f"input_nc={self.input_nc}, output_nc={self.output_nc})"
+        )
+
+
+class AlignedDataset(_ImageDataset):
+    """Each file holds A and B side by side; the left half is A, the right half B."""
+
+    def __init__(self, files: list[Path], direction: str, **options) -> None:
+        super().__init__(**options)
+        self.files = files
+        self.direction = _check_direction(direction)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        ab = read_image(path)
+        w = ab.shape[-1]
+        if w % 2:
+            raise DataError(
+                f"The aligned image {path} is {w} pixels wide, an odd number, so it cannot be split "
+                "into two equal halves (A on the left, B on the right). Check that it really holds "
+                "a pair, or use the paired_folders dataset for separate A and B files."
+            )
+        left, right = ab[..., : w // 2], ab[..., w // 2 :]
+        src, dst = (left, right) if self.direction == "AtoB" else (right, left)
+        a = to_channels(src, self.input_nc, path, "input_nc")
+        b = to_channels(dst, self.output_nc, path, "output_nc")
+        a, b = self.transform([a, b], path)
+        return {"A": a, "B": b, "name": path.stem}
+
+
+class PairedFoldersDataset(_ImageDataset):
+    """A and B in two folders, paired by file stem."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], direction: str, **options) -> None:
+        super().__init__(**options)
+        self.pairs = pairs
+        self.direction = _check_direction(direction)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        path_a, path_b = self.pairs[index]
+        if self.direction == "BtoA":
+            path_a, path_b = path_b, path_a
+        a = to_channels(read_image(path_a), self.input_nc, path_a, "input_nc")
+        b = to_channels(read_image(path_b), self.output_nc, path_b, "output_nc")
+        if a.shape[-2:] != b.shape[-2:]:
+            raise DataError(
+                f"The pair {path_a.stem!r} is not pixel-aligned: {path_a} is "
+                f"{a.shape[-1]}x{a.shape[-2]} but {path_b} is {b.shape[-1]}x{b.shape[-2]} "
+                "(width x height). Both images of a pair must have the same size."
+            )
+        a, b = self.transform([a, b], path_a)
+        return {"A": a, "B": b, "name": path_a.stem}
+
+
+class SingleDataset(_ImageDataset):
+    """Inputs only, for inference: items have ``"A"`` and ``"name"`` but no ``"B"``."""
+
+    def __init__(self, files: list[Path], **options) -> None:
+        super().__init__(**options)
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        a = to_channels(read_image(path), self.input_nc, path, "input_nc")
+        (a,) = self.transform([a], path)
+        return {"A": a, "name": path.stem}
+
+
+# -- factories (what recipes name) -----------------------------------------------------------------
+def aligned(
+    split: str,
+    root: str,
+    direction: Direction = "AtoB",
+    preprocess: Preprocess = "resize_and_crop",
+    load_size: int = 286,
+    crop_size: int = 256,
+    flip: bool = True,
+    input_nc: int = 3,
+    output_nc: int = 3,
+    max_items: int | None = None,
+) -> AlignedDataset:
+    """Pairs stored side by side in one image (A left, B right), as in pix2pix: root/<split>/*.jpg.
+
+    root: folder with one subfolder per split (train, test, ...), each holding the pair images.
+    direction: "AtoB" feeds the left half to the network and learns the right one; "BtoA" swaps them.
+    preprocess: "resize_and_crop" resizes to load_size x load_size (bicubic) then crops crop_size;
+    "crop" only crops; "scale_width" resizes the width to load_size keeping the aspect ratio;
+    "scale_width_and_crop" does that (never below crop_size in height) then crops; "none" only
+    rounds the size to a multiple of 4.
+    flip: random horizontal flips when training.
+    input_nc, output_nc: channels of the network input and target (1 greyscale, 3 RGB, other
+    numbers need files with exactly that many channels, e.g. TIFF).
+    max_items: use only the first N files (in natural order), for quick experiments.
+
+    Random jitter (random crop, flip) is applied only to the "train" split. Every other split is
+    deterministic: "resize_and_crop" resizes straight to crop_size, the crop variants take the
+    centre crop, and nothing is flipped. Input and target always get the same crop and flip.
+    """
+    layout = f"one image per pair, photo A and B side by side, in {root}/{split}/ (e.g. 1.jpg)."
+    base = _check_root(root, "aligned", layout)
+    folder = base / split
+    if not folder.is_dir():
+        raise DataError(
+            f"The dataset root {base} has no {split!r} folder (its subfolders: "
+            f"{_subfolders(base)}). The aligned dataset expects {layout} {HINT}"
+        )
+    files = _limit(list_images(folder, f"aligned {split!r}"), max_items)
+    return AlignedDataset(
+        files,
+        direction,
+        split=split,
+        preprocess=preprocess,
+        load_size=load_size,
+        crop_size=crop_size,
+        flip=flip,
+        input_nc=input_nc,
+        output_nc=output_nc,
+    )
+
+
+def _stem_map(files: list[Path], folder: Path) -> dict[str, Path]:
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise DataError(
+                f"The folder {folder} holds two images with the stem {f.stem!r} "
+                f"({stems[f.stem].name} and {f.name}), so they cannot be paired by name. "
+                "Keep one of them."
+            )
+        stems[f.stem] = f
+    return stems
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    shown = ", ".join(names[:n])
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > n else shown
+
+
+def paired_folders(
+    split: str,
+    root: str,
+    direction: Direction = "AtoB",
+    preprocess: Preprocess = "resize_and_crop",
+    load_size: int = 286,
+    crop_size: int = 256,
+    flip: bool = True,
+    input_nc: int = 3,
+    output_nc: int = 3,
+    max_items: int | None = None,
+) -> PairedFoldersDataset:
+    """Pairs in two folders matched by file name: root/<split>/A/x.png with root/<split>/B/x.png.
+
+    When root has no <split> folder, root/A and root/B are used for every split. The two images of
+    a pair may differ in format (x.jpg with x.png) but must have the same size. Every image must
+    have a partner. Options as for "aligned": direction "AtoB" feeds A to the network, "BtoA" B.
+
+    Random jitter (random crop, flip) is applied only to the "train" split. Every other split is
+    deterministic: "resize_and_crop" resizes straight to crop_size, the crop variants take the
+    centre crop, and nothing is flipped. Input and target always get the same crop and flip.
+    """
+    layout = f"the folders {root}/{split}/A and {root}/{split}/B (or {root}/A and {root}/B)."
+    base = _check_root(root, "paired_folders", layout)
+    folder = base / split if (base / split).is_dir() else base
+    dir_a, dir_b = folder / "A", folder / "B"
+    if not (dir_a.is_dir() and dir_b.is_dir()):
+        missing = " and ".join(str(d) for d in (dir_a, dir_b) if not d.is_dir())
+        raise DataError(
+            f"{missing} not found (subfolders of {folder}: {_subfolders(folder)}). The "
+            f"paired_folders dataset expects {layout} {HINT}"
+        )
+    map_a = _stem_map(list_images(dir_a, "A"), dir_a)
+    map_b = _stem_map(list_images(dir_b, "B"), dir_b)
+    only_a = sorted(set(map_a) - set(map_b))
+    only_b = sorted(set(map_b) - set(map_a))
+    if only_a or only_b:
+        parts = []
+        if only_a:
+            parts.append(f"only in {dir_a}: {_few(only_a)}")
+        if only_b:
+            parts.append(f"only in {dir_b}: {_few(only_b)}")
+        raise DataError(
+            "The A and B folders do not pair up: every image needs a partner with the same file "
+            f"name stem in the other folder; {'; '.join(parts)}."
+        )
+    stems = sorted(map_a, key=lambda s: _natural_key(Path(s)))
+    pairs = _limit([(map_a[s], map_b[s]) for s in stems], max_items)
+    return PairedFoldersDataset(
+        pairs,
+        direction,
+        split=split,
+        preprocess=preprocess,
+        load_size=load_size,
+        crop_size=crop_size,
+        flip=flip,
+        input_nc=input_nc,
+        output_nc=output_nc,
+    )
+
+
+def single(
+    split: str,
+    root: str,
+    preprocess: Preprocess = "resize_and_crop",
+    load_size: int = 286,
+    crop_size: int = 256,
+    input_nc: int = 3,
+    output_nc: int = 3,
+    max_items: int | None = None,
+) -> SingleDataset:
+    """Input images only, for inference: root/<split>/*, or root/* when there is no such folder.
+
+    Items hold "A" and "name" but no "B". output_nc only records the channels the model produces.
+    The "train" split gets a random crop (no flips); other splits are deterministic:
+    "resize_and_crop" resizes straight to crop_size and the crop variants take the centre crop.
+    Use preprocess="none" to keep the full image size (rounded to a multiple of 4).
+    """
+    layout = f"input images in {root}/{split}/ or directly in {root}/."
+    base = _check_root(root, "single", layout)
+    folder = base / split if (base / split).is_dir() else base
+    files = _limit(list_images(folder, "input"), max_items)
+    return SingleDataset(
+        files,
+        split=split,
+        preprocess=preprocess,
+        load_size=load_size,
+        crop_size=crop_size,
+        flip=False,
+        input_nc=input_nc,
+        output_nc=output_nc,
+    )
+
+
+@hookimpl
+def i2i_register_datasets(registry):
+    for factory in (aligned, paired_folders, single):
+        registry.add(factory.__name__, factory)

@@ -44,9 +44,7 @@ class PSNR(Metric):
         from skimage.metrics import peak_signal_noise_ratio
 
         with np.errstate(divide="ignore"):  # zero error → inf, which is the right answer
-            return float(
-                peak_signal_noise_ratio(_to_numpy(target), _to_numpy(output), data_range=1.0)
-            )
+            return float(peak_signal_noise_ratio(_to_numpy(target), _to_numpy(output), data_range=1.0))
 
 
 def _odd_window(requested: int, height: int, width: int) -> int:
@@ -179,9 +177,7 @@ def frechet_distance_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
     f1, f2 = f1.astype(np.float64), f2.astype(np.float64)
     mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
     if max(n1, n2) > f1.shape[1]:
-        return frechet_distance(
-            mu1, np.cov(f1, rowvar=False), mu2, np.cov(f2, rowvar=False)
-        )
+        return frechet_distance(mu1, np.cov(f1, rowvar=False), mu2, np.cov(f2, rowvar=False))
     a = (f1 - mu1) / np.sqrt(n1 - 1)
     b = (f2 - mu2) / np.sqrt(n2 - 1)
     diff = mu1 - mu2
@@ -200,6 +196,8 @@ class FID(Metric):
 
     higher_is_better = False
     per_image = False
+    #: Side of the square the images are resized to (Inception-v3's native input; tests shrink it).
+    image_size = 299
 
     def __init__(self, weights: str = "", batch_size: int = 16, device: str = "cpu") -> None:
         super().__init__()
@@ -235,13 +233,13 @@ class FID(Metric):
         elif channels > 3:
             images = images[:, :3]
         images = torch.nn.functional.interpolate(
-            images.clamp(0, 1), size=(299, 299), mode="bilinear", align_corners=False
+            images.clamp(0, 1), size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
         )
         return (images - self._mean) / self._std
 
     @torch.inference_mode()
     def features(self, images: Tensor) -> np.ndarray:
-        """2048-d pool features of a batch (N, C, H, W) in [0, 1]."""
+        """2048-d pool features of a batch (N, C, H, W) in [0, 1] (resized, ImageNet-normalised)."""
         chunks = [
             self.model(self._prepare(images[i : i + self.batch_size])).double().cpu().numpy()
             for i in range(0, len(images), self.batch_size)

@@ -1,0 +1,346 @@
+"""Training step, schedules, checkpoints, resume, evaluation, translate and export on tiny data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import i2i
+from i2i.checkpoint import load_checkpoint, save_checkpoint
+from i2i.errors import CheckpointError, I2IError
+from i2i.evaluate import evaluate_checkpoint
+from i2i.plugins import PluginHost, get_host
+from i2i.recipe import load_recipe, resolve
+from i2i.report import read_log
+from i2i.schedules import linear_factor
+from i2i.training import start_run
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "facades_mini"
+
+TINY = """
+[experiment]
+name = "tiny"
+seed = 3
+output_dir = "{out}"
+device = "cpu"
+
+[data]
+name = "aligned"
+root = "{root}"
+direction = "BtoA"
+load_size = 36
+crop_size = 32
+max_items = 4
+
+[generator]
+name = "unet"
+num_downs = 5
+ngf = 8
+
+[discriminator]
+name = "patchgan"
+ndf = 8
+n_layers = 2
+
+[[losses]]
+name = "cgan"
+
+[[losses]]
+name = "l1"
+weight = 100.0
+
+[train]
+epochs = 2
+epochs_decay = 2
+log_every = 1
+sample_every = 3
+checkpoint_every = 1
+num_samples = 2
+tensorboard = false
+
+[eval]
+max_items = 3
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(out=tmp_path / "runs", root=SAMPLE))
+    return path
+
+
+def resolved(path: Path, *overrides: str):
+    return resolve(load_recipe(path, list(overrides)), get_host(), str(path))
+
+
+def train(path: Path, *overrides: str, resume: Path | None = None):
+    recipe = resolved(path, *overrides)
+    trainer = start_run(recipe, get_host(), resume_dir=resume, show_progress=False)
+    return trainer, trainer.run()
+
+
+def test_linear_schedule_matches_reference():
+    # constant for `epochs`, then linear towards zero over `epochs_decay` (+1) epochs
+    assert [round(linear_factor(e, 2, 3), 3) for e in range(6)] == [1, 1, 0.75, 0.5, 0.25, 0]
+
+
+def test_step_reduces_losses_on_one_batch(tiny_recipe):
+    recipe = resolved(tiny_recipe, "train.max_steps=1", "optim.lr=0.001")
+    trainer = start_run(recipe, get_host(), show_progress=False)
+    batch = next(iter(trainer.loader))
+    first = trainer.train_step(batch)
+    for _ in range(25):
+        last = trainer.train_step(batch)
+    assert set(first) >= {"D_real", "D_fake", "G_cgan", "G_l1", "G_total"}
+    assert last["G_l1"] < 0.6 * first["G_l1"]  # G fits the batch
+    assert last["D_real"] < first["D_real"]  # D learns to call the real pair real
+
+
+def test_discriminator_is_frozen_during_generator_update(tiny_recipe):
+    recipe = resolved(tiny_recipe)
+    trainer = start_run(recipe, get_host(), show_progress=False)
+    batch = next(iter(trainer.loader))
+    trainer.train_step(batch)
+    D = trainer.model.discriminator
+    assert all(not p.requires_grad for p in D.parameters())  # left frozen after G's update
+    before = [p.detach().clone() for p in D.parameters()]
+    trainer.opt_D.zero_grad()
+    trainer.train_step(batch)
+    assert any(not torch.equal(a, b) for a, b in zip(before, D.parameters(), strict=True))
+
+
+def test_run_directory_contents_and_lr_policy(tiny_recipe):
+    trainer, result = train(tiny_recipe)
+    run = result.run_dir
+    assert result.finished and result.step == 16 and result.epoch == 4
+    for name in ["recipe.toml", "plugins.json", "log.jsonl", "checkpoints/latest.pt",
+                 "checkpoints/epoch_0002.pt"]:
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "samples").iterdir())[0] == "step_0000003.png"
+    plugins = json.loads((run / "plugins.json").read_text())["plugins"]
+    assert plugins["pix2pix-generators"] == f"i2i {i2i.__version__}"
+    log = read_log(run / "log.jsonl")
+    lrs = [r["lr_G"] for r in log[::4]]  # first step of each epoch
+    assert lrs == pytest.approx([2e-4, 2e-4, 2e-4 * 2 / 3, 2e-4 / 3])
+    state = load_checkpoint(run)
+    assert state["step"] == 16 and state["recipe"]["generator"]["num_downs"] == 5
+
+
+def test_same_seed_same_losses(tiny_recipe):
+    _, a = train(tiny_recipe, "train.max_steps=5")
+    _, b = train(tiny_recipe, "train.max_steps=5")
+    keys = ["D_real", "D_fake", "G_cgan", "G_l1"]
+    la, lb = read_log(a.run_dir / "log.jsonl"), read_log(b.run_dir / "log.jsonl")
+    assert [[r[k] for k in keys] for r in la] == [[r[k] for k in keys] for r in lb]
+
+
+def test_resume_mid_epoch_gives_identical_losses(tiny_recipe):
+    _, full = train(tiny_recipe, "train.max_steps=7")
+    _, part = train(tiny_recipe, "train.max_steps=3")  # stops inside epoch 1 (4 steps/epoch)
+    _, resumed = train(tiny_recipe, "train.max_steps=7", resume=part.run_dir)
+    assert resumed.run_dir == part.run_dir and resumed.step == 7
+    keys = ["D_real", "D_fake", "G_cgan", "G_l1", "lr_G"]
+    expected = [[r[k] for k in keys] for r in read_log(full.run_dir / "log.jsonl")]
+    got = [[r[k] for k in keys] for r in read_log(part.run_dir / "log.jsonl")]
+    assert got == expected
+
+
+def test_resume_refuses_a_different_model(tiny_recipe):
+    _, part = train(tiny_recipe, "train.max_steps=1")
+    with pytest.raises(I2IError, match=r"\[generator\]"):
+        train(tiny_recipe, "generator.ngf=16", resume=part.run_dir)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def broken_save(obj, fh, *args, **kwargs):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_hostile_or_foreign_checkpoints_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"format": "i2i-checkpoint", "payload": _Boom()}, hostile)
+    with pytest.raises(CheckpointError, match="arbitrary code"):
+        load_checkpoint(hostile)
+    assert not (tmp_path / "PWNED").exists()
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an i2i checkpoint"):
+        load_checkpoint(foreign)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(pickle.dumps([1, 2])[:3])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(garbage)
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint({"w": torch.ones(1000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+class _Identity(torch.nn.Module):
+    latent_dim = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class IdentityPlugin:
+    @i2i.hookimpl
+    def i2i_register_generators(self, registry):
+        registry.add("identity", lambda input_nc, output_nc: _Identity())
+
+
+def test_identity_generator_scores_perfectly(tmp_path):
+    host = PluginHost(extra_plugins=[("identity", IdentityPlugin())])
+    # An aligned set whose halves are identical: the identity is a perfect translator.
+    for split in ("train", "test"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for i in range(3):
+            half = Image.effect_noise((32, 32), 40 + 10 * i).convert("RGB")
+            pair = Image.new("RGB", (64, 32))
+            pair.paste(half, (0, 0))
+            pair.paste(half, (32, 0))
+            pair.save(tmp_path / "data" / split / f"{i}.png")
+    recipe_path = tmp_path / "id.toml"
+    recipe_path.write_text(f"""
+[experiment]
+output_dir = "{tmp_path / 'runs'}"
+device = "cpu"
+[data]
+name = "aligned"
+root = "{tmp_path / 'data'}"
+preprocess = "none"
+[generator]
+name = "identity"
+[[losses]]
+name = "l1"
+[train]
+max_steps = 1
+tensorboard = false
+[optim]
+lr = 0.0
+""")
+    recipe = resolve(load_recipe(recipe_path), host)
+    trainer = start_run(recipe, host, show_progress=False)
+    result = trainer.run()
+    assert trainer.model.discriminator is None  # no adversarial loss, no D
+    [summary] = evaluate_checkpoint(result.run_dir, host, show_progress=False)
+    assert summary["count"] == 3
+    assert math.isinf(summary["metrics"]["psnr"]["mean"])
+    assert summary["metrics"]["ssim"]["mean"] == pytest.approx(1.0)
+    assert summary["metrics"]["l1"]["mean"] == pytest.approx(0.0)
+    csv_lines = (result.run_dir / "eval" / "eval" / "per_image.csv").read_text().splitlines()
+    assert csv_lines[0] == "name,l1,psnr,ssim" and len(csv_lines) == 4 and "inf" in csv_lines[1]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("trained")
+    path = tmp / "tiny.toml"
+    path.write_text(TINY.format(out=tmp / "runs", root=SAMPLE))
+    _, result = train(path, "train.max_steps=2")
+    return result.run_dir
+
+
+def test_eval_both_modes_writes_reports(trained_run):
+    summaries = evaluate_checkpoint(trained_run, get_host(), modes=["eval", "train"],
+                                    show_progress=False)
+    assert [s["mode"] for s in summaries] == ["eval", "train"]
+    for s in summaries:
+        out = trained_run / "eval" / s["mode"]
+        assert s["count"] == 3 and s["split"] == "test"
+        assert (out / "gallery.html").is_file() and (out / "metrics.json").is_file()
+        assert len(list((out / "images").glob("*.png"))) == 3
+    # train mode (dropout on) must not alter the stored model: eval mode is reproducible
+    again = evaluate_checkpoint(trained_run, get_host(), modes=["eval"], show_progress=False)
+    assert again[0]["metrics"]["l1"]["mean"] == summaries[0]["metrics"]["l1"]["mean"]
+
+
+def test_translate_keeps_sizes_and_says_so(trained_run, tmp_path):
+    from i2i.translate import translate_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (40, 24), (200, 10, 10)).save(src / "odd.png")
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(src / "square.jpg")
+    (src / "notes.txt").write_text("ignored")
+    report = translate_folder(trained_run, src, tmp_path / "out", get_host())
+    assert report.count == 2
+    assert Image.open(tmp_path / "out" / "odd.png").size == (40, 24)
+    assert Image.open(tmp_path / "out" / "square.png").size == (64, 64)
+    assert any("odd.png" in n and "padded" in n for n in report.notes)
+
+
+def test_export_matches_pytorch(trained_run, tmp_path):
+    from i2i.export import export_generator
+
+    pytest.importorskip("onnxruntime")
+    results = export_generator(trained_run, get_host(), ["torchscript", "onnx"],
+                               out_dir=tmp_path, size=32)
+    assert [p.name for p, _ in results] == ["generator.torchscript.pt", "generator.onnx"]
+    assert all(diff < 1e-4 for _, diff in results)
+    scripted = torch.jit.load(str(tmp_path / "generator.torchscript.pt"))
+    assert scripted(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_cli_run_interrupt_and_resume(tiny_recipe, tmp_path):
+    """Ctrl-C saves a checkpoint; --resume finishes the run; eval and the report follow."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "i2i", "run", str(tiny_recipe), "--no-progress",
+           "--set", "train.epochs=40"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "runs" / "tiny" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    stopped_at = load_checkpoint(tmp_path / "runs" / "tiny")["step"]
+    assert 2 <= stopped_at < 168
+    done = subprocess.run(cmd + ["--set", "train.max_steps=" + str(stopped_at + 3),
+                                 "--resume", str(tmp_path / "runs" / "tiny")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(tmp_path / "runs" / "tiny")["step"] == stopped_at + 3
+    assert "psnr" in done.stdout and (tmp_path / "runs" / "tiny" / "index.html").is_file()
+    steps = [r["step"] for r in read_log(log)]
+    assert steps == list(range(1, stopped_at + 4))  # no step lost or repeated
