@@ -35,7 +35,8 @@ table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.8em; overflow-x: auto; }
-img { max-width: 100%; image-rendering: pixelated; }
+img { max-width: 100%; }
+.samples img, .gallery img { image-rendering: pixelated; }
 .samples figure { display: inline-block; margin: 0.4em; vertical-align: top; }
 .muted { color: #777; }
 """
@@ -73,6 +74,13 @@ def _format(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
     return str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
 def _number(value: Any) -> float | None:
@@ -234,10 +242,13 @@ def write_gallery(
         order = f"Sorted by {_e(sort_by)}, worst first ({better} is better)."
     else:
         order = "In evaluation order."
+    back = ""
+    if eval_dir.parent.name == "eval":  # RUN/eval/<mode>/: link the run overview
+        back = '<p><a href="../../index.html">&larr; run overview</a></p>\n'
     body = (
-        f"<h1>{_e(title)}</h1>\n<p>{len(ordered)} images. {order} "
+        f"{back}<h1>{_e(title)}</h1>\n<p>{len(ordered)} images. {order} "
         f"Columns of each picture: input | output | target.</p>\n"
-        f"<table>\n<tr><th>#</th><th>name</th>{head}<th>input | output | target</th></tr>\n"
+        f'<table class="gallery">\n<tr><th>#</th><th>name</th>{head}<th>input | output | target</th></tr>\n'
         + "\n".join(lines)
         + "\n</table>"
     )
@@ -341,7 +352,9 @@ def _progress_section(entries: list[dict]) -> str:
     facts = [f"{k}: {_e(_format(last[k]))}" for k in ("step", "epoch") if k in last]
     times = [t for t in (_number(e.get("time")) for e in entries) if t is not None]
     if times:
-        facts.append(f"time: {_format(max(times))} s")
+        # Seconds since the start, or wall-clock timestamps: either way, report the span.
+        elapsed = max(times) - min(times) if min(times) > 1e8 else max(times)
+        facts.append(f"elapsed: {_duration(elapsed)}")
     losses = [
         f"{_e(k)} = {_e(_format(v))}"
         for k, v in last.items()

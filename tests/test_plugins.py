@@ -168,9 +168,7 @@ def test_entry_points_register_components(entry_point):
         ("def broken(:\n", "SyntaxError"),
     ],
 )
-def test_a_plugin_that_fails_to_import_is_recorded_and_the_others_still_load(
-    entry_point, source, reason
-):
+def test_a_plugin_that_fails_to_import_is_recorded_and_the_others_still_load(entry_point, source, reason):
     broken = entry_point("broken", source)
     host = PluginHost(entry_points=[broken, entry_point("good", GOOD)])
     assert [f.plugin for f in host.failures] == ["broken"]
