@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     except I2IError as exc:
         if debug:
             raise
-        err.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("Interrupted.")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import i2i
 from i2i.cli import DEBUG_ENV, app, main
 from i2i.errors import RecipeError
-from i2i.plugins import DISABLE_ENV, STRICT_ENV
+from i2i.plugins import DISABLE_ENV, STRICT_ENV, set_host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,6 +147,58 @@ def test_list_plugins_reports_plugins_that_failed(install_host):
             "reason": "RuntimeError: cannot find libfoo",
         }
     ]
+
+
+@pytest.fixture
+def broken_distribution(tmp_path, monkeypatch):
+    """An installed distribution "i2i-broken-example 0.3" whose plugin module fails to import;
+    the process host is reset so that the next get_host() discovers it."""
+    info = tmp_path / "i2i_broken_example-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: i2i-broken-example\nVersion: 0.3\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        "[i2i]\nbroken-example = i2i_broken_example_plugin\n", encoding="utf-8"
+    )
+    (tmp_path / "i2i_broken_example_plugin.py").write_text(
+        "import i2i_no_such_dependency\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    set_host(None)
+    yield
+    set_host(None)
+
+
+def test_a_broken_installed_distribution_is_listed_with_its_package(broken_distribution):
+    payload = json.loads(runner.invoke(app, ["list-plugins", "--json"]).output)
+    assert payload["failed"] == [
+        {
+            "plugin": "broken-example",
+            "package": "i2i-broken-example",
+            "version": "0.3",
+            "stage": "importing i2i_broken_example_plugin",
+            "reason": "ModuleNotFoundError: No module named 'i2i_no_such_dependency'",
+        }
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="i2i/cli.py list-plugins ends with 'Run with I2I_STRICT_PLUGINS=1 to turn these into "
+    "errors with tracebacks', but strict mode raises an I2IError, which main() prints as one "
+    "paragraph without a traceback unless --debug (or I2I_DEBUG=1) is also given.",
+)
+def test_strict_mode_shows_the_traceback_it_promises(broken_distribution, monkeypatch, capsys):
+    result = runner.invoke(app, ["list-plugins"])
+    assert "I2I_STRICT_PLUGINS=1 to turn these into errors with tracebacks" in result.output
+    monkeypatch.setenv(STRICT_ENV, "1")
+    set_host(None)
+    with pytest.raises(SystemExit):
+        main(["list-plugins"])
+    err = capsys.readouterr().err
+    assert "No module named 'i2i_no_such_dependency'" in err
+    assert "Traceback" in err
 
 
 def test_list_plugins_as_a_module_entry_point():
