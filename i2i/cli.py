@@ -106,7 +106,8 @@ def list_plugins(
         for f in host.failures:
             failed.add_row(f.plugin, escape(str(f.provider)), escape(f.stage), escape(f.reason))
         out.print(failed)
-        out.print("Run with I2I_STRICT_PLUGINS=1 to turn these into errors with tracebacks.")
+        out.print("Set I2I_STRICT_PLUGINS=1 to make these failures stop i2i with an error "
+                  "(add --debug for the traceback); I2I_DISABLE_PLUGINS=name skips a plugin.")
 
 
 @app.command()

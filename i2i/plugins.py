@@ -141,8 +141,8 @@ class PluginHost:
     def _collect(self, kind: str, hook: str, injected: tuple[str, ...]) -> Registry:
         registry = Registry(kind, injected)
         caller = getattr(self.pm.hook, hook)
-        # Oldest registered first, so a duplicate name blames the later plugin.
-        for impl in reversed(caller.get_hookimpls()):
+        # pluggy lists implementations oldest first, so a duplicate name blames the later plugin.
+        for impl in caller.get_hookimpls():
             provider = self.providers.get(impl.plugin_name, Provider(plugin=impl.plugin_name))
             registry._set_provider(provider)
             kwargs = {"registry": registry}

@@ -38,37 +38,37 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
     "data": {
         p.name: p
         for p in [
-            Param("batch_size", int, 1),
-            Param("num_workers", int, 0, "DataLoader worker processes"),
+            Param("batch_size", int, 1, minimum=1),
+            Param("num_workers", int, 0, "DataLoader worker processes", minimum=0),
         ]
     },
     "optim": {
         p.name: p
         for p in [
-            Param("lr", float, 2e-4, "Adam learning rate of G (and D unless lr_D is set)"),
+            Param("lr", float, 2e-4, "Adam learning rate of G (and D unless lr_D is set)", minimum=0),
             Param("lr_D", float | None, None),
-            Param("beta1", float, 0.5),
-            Param("beta2", float, 0.999),
-            Param("weight_decay", float, 0.0),
+            Param("beta1", float, 0.5, minimum=0),
+            Param("beta2", float, 0.999, minimum=0),
+            Param("weight_decay", float, 0.0, minimum=0),
             Param("fused", bool, True, "fused Adam kernel (about 1.2x faster per step on CPU)"),
             Param("policy", Literal["linear", "step", "cosine", "plateau"], "linear"),
-            Param("step_epochs", int, 50, "policy 'step': decay every this many epochs"),
-            Param("gamma", float, 0.1, "policy 'step'/'plateau': decay factor"),
-            Param("patience", int, 5, "policy 'plateau': epochs without improvement"),
+            Param("step_epochs", int, 50, "policy 'step': decay every this many epochs", minimum=1),
+            Param("gamma", float, 0.1, "policy 'step'/'plateau': decay factor", minimum=0),
+            Param("patience", int, 5, "policy 'plateau': epochs without improvement", minimum=0),
         ]
     },
     "train": {
         p.name: p
         for p in [
-            Param("epochs", int, 100, "epochs at the initial learning rate"),
-            Param("epochs_decay", int, 100, "epochs of decay after that (policy 'linear')"),
-            Param("max_steps", int, 0, "stop after this many steps in total (0: no cap)"),
+            Param("epochs", int, 100, "epochs at the initial learning rate", minimum=0),
+            Param("epochs_decay", int, 100, "epochs of decay after that (policy 'linear')", minimum=0),
+            Param("max_steps", int, 0, "stop after this many steps in total (0: no cap)", minimum=0),
             Param("init", Literal["normal", "xavier", "kaiming", "orthogonal", "none"], "normal"),
-            Param("init_gain", float, 0.02),
-            Param("log_every", int, 10, "steps between loss log lines"),
-            Param("sample_every", int, 200, "steps between sample grids"),
-            Param("checkpoint_every", int, 5, "epochs between kept checkpoints"),
-            Param("num_samples", int, 4, "images in each sample grid"),
+            Param("init_gain", float, 0.02, minimum=0),
+            Param("log_every", int, 10, "steps between loss log lines", minimum=1),
+            Param("sample_every", int, 200, "steps between sample grids", minimum=0),
+            Param("checkpoint_every", int, 5, "epochs between kept checkpoints", minimum=0),
+            Param("num_samples", int, 4, "images in each sample grid", minimum=1),
             Param("tensorboard", bool, True, "also write TensorBoard events when installed"),
             Param("evaluate", bool, True, "evaluate on the eval split when training ends"),
         ]
@@ -84,8 +84,8 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
                 "'eval': eval-mode networks; 'train': dropout and batch statistics on",
             ),
             Param("metrics", list[str], ["l1", "psnr", "ssim"]),
-            Param("max_items", int, 0, "evaluate at most this many images (0: all)"),
-            Param("batch_size", int, 1),
+            Param("max_items", int, 0, "evaluate at most this many images (0: all)", minimum=0),
+            Param("batch_size", int, 1, minimum=1),
         ]
     },
 }
@@ -182,6 +182,9 @@ def _check_table(
             continue
         if not matches(value, param.annotation):
             problems.append(f"{where}.{key} = {value!r}: expected {describe(param.annotation)}.")
+            continue
+        if param.minimum is not None and isinstance(value, (int, float)) and value < param.minimum:
+            problems.append(f"{where}.{key} = {value!r}: must be at least {param.minimum}.")
             continue
         out[key] = coerce(value, param.annotation)
     for name, param in params.items():

@@ -26,6 +26,7 @@ class Param:
     annotation: Any = Any
     default: Any = _MISSING
     help: str = ""
+    minimum: float | None = None
 
     @property
     def required(self) -> bool:

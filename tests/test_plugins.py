@@ -308,15 +308,6 @@ def test_two_plugins_registering_one_name_make_it_unusable(entry_point):
         assert "'a-first'" in str(caught.value) and "'b-second'" in str(caught.value)
 
 
-BLAME_BUG = (
-    "PluginHost._collect calls reversed(caller.get_hookimpls()), but pluggy already lists "
-    "hookimpls oldest first, so the NEWER plugin runs first and the OLDER one is blamed: its "
-    "DuplicateComponentError drops every other component it registered of that kind (contrary to "
-    "the comment 'Oldest registered first, so a duplicate name blames the later plugin')."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BLAME_BUG)
 def test_a_duplicate_name_blames_the_later_plugin(entry_point):
     first = entry_point("a-first", TWIN.format(label="a"))
     second = entry_point("b-second", TWIN.format(label="b"))
@@ -325,7 +316,6 @@ def test_a_duplicate_name_blames_the_later_plugin(entry_point):
     assert "only_a" in host.registry("generator")
 
 
-@pytest.mark.xfail(strict=True, reason=BLAME_BUG)
 def test_a_plugin_reusing_a_default_name_does_not_knock_out_the_defaults():
     class Rogue:
         @i2i.hookimpl

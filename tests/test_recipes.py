@@ -276,13 +276,6 @@ def test_literal_values_list_the_allowed_ones():
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="i2i/recipe.py HOST_SETTINGS only checks types, not ranges: train.log_every = 0 passes "
-    "validation and then raises ZeroDivisionError at the first step (i2i/training.py, "
-    "`self.step % cfg['log_every']`); data.batch_size = 0 and eval.batch_size = 0 pass and make "
-    "torch's DataLoader raise ValueError; both surface as 'Internal error' instead of a recipe problem.",
-)
 @pytest.mark.parametrize("item", ["train.log_every=0", "data.batch_size=0", "eval.batch_size=0"])
 def test_settings_that_must_be_positive_are_checked(item):
     with pytest.raises(RecipeError):
