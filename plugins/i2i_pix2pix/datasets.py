@@ -22,9 +22,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2 import functional as TF
 
 from i2i import hookimpl
 from i2i.errors import DataError, suggest
@@ -160,6 +157,8 @@ def to_channels(t: Tensor, channels: int, path: Path, what: str) -> Tensor:
     if have == channels:
         return t
     if channels == 1 and have in (3, 4):  # ITU-R 601-2 luma, as Pillow's convert("L")
+        from torchvision.transforms.v2 import functional as TF
+
         return TF.rgb_to_grayscale(t[:3], num_output_channels=1)
     if channels == 1 and have == 2:  # greyscale + alpha
         return t[:1]
@@ -251,6 +250,8 @@ class PairTransform:
         self.crop_size = crop_size
         self.train = train
         self.crops = preprocess in ("resize_and_crop", "crop", "scale_width_and_crop")
+        from torchvision.transforms import v2  # imported here: torchvision is slow to import
+
         ops: list[v2.Transform] = []
         if self.crops and (train or preprocess != "resize_and_crop"):
             ops.append(v2.RandomCrop(crop_size) if train else v2.CenterCrop(crop_size))
@@ -281,6 +282,10 @@ class PairTransform:
                 f"crop_size {self.crop_size} for preprocess={self.preprocess!r}. Lower crop_size, "
                 "or use preprocess='resize_and_crop'."
             )
+        from torchvision import tv_tensors
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
         wrapped = []
         for img in images:
             img = tv_tensors.Image(img)
