@@ -33,8 +33,7 @@ def pick_device(name: str) -> torch.device:
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise I2IError(
-            f"experiment.device = {name!r} but CUDA is not available here; "
-            'use device = "auto" or "cpu".'
+            f'experiment.device = {name!r} but CUDA is not available here; use device = "auto" or "cpu".'
         )
     return device
 
@@ -46,9 +45,7 @@ def _params(table: dict[str, Any], drop: set[str] = frozenset()) -> dict[str, An
 def build_dataset(recipe: Recipe, host: PluginHost, split: str, **changes: Any):
     """The recipe's dataset for ``split``; ``changes`` override data parameters (e.g. ``root``)."""
     table = {**recipe["data"], **changes}
-    return host.registry("dataset").build(
-        table["name"], split=split, **_params(table, DATA_HOST_KEYS)
-    )
+    return host.registry("dataset").build(table["name"], split=split, **_params(table, DATA_HOST_KEYS))
 
 
 def build_generator(recipe: Recipe, host: PluginHost, input_nc: int, output_nc: int) -> nn.Module:

@@ -69,9 +69,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"Detail: {lines[0]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): {exc}"
-        ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not an i2i checkpoint.")
     if state.get("format_version", 0) > FORMAT_VERSION:

@@ -95,9 +95,7 @@ def list_plugins(
     for col in ("kind", "name", "provided by", "description"):
         table.add_column(col)
     for c in components:
-        table.add_row(
-            c.kind, c.name, escape(f"{c.provider} ({c.provider.plugin})"), escape(c.description)
-        )
+        table.add_row(c.kind, c.name, escape(f"{c.provider} ({c.provider.plugin})"), escape(c.description))
     out.print(table)
     if host.failures:
         failed = Table(title="Plugins that failed to load", title_style="bold red")
@@ -106,8 +104,10 @@ def list_plugins(
         for f in host.failures:
             failed.add_row(f.plugin, escape(str(f.provider)), escape(f.stage), escape(f.reason))
         out.print(failed)
-        out.print("Set I2I_STRICT_PLUGINS=1 to make these failures stop i2i with an error "
-                  "(add --debug for the traceback); I2I_DISABLE_PLUGINS=name skips a plugin.")
+        out.print(
+            "Set I2I_STRICT_PLUGINS=1 to make these failures stop i2i with an error "
+            "(add --debug for the traceback); I2I_DISABLE_PLUGINS=name skips a plugin."
+        )
 
 
 @app.command()
@@ -138,9 +138,7 @@ def run(
     from i2i.training import start_run
 
     resolved, host = _resolve(recipe, set_)
-    trainer = start_run(
-        resolved, host, resume_dir=resume, console=err, show_progress=not no_progress
-    )
+    trainer = start_run(resolved, host, resume_dir=resume, console=err, show_progress=not no_progress)
     err.print(
         f"Run directory: [bold]{escape(str(trainer.run_dir))}[/bold] "
         f"(device {trainer.device}, {trainer.total_steps()} steps)"
@@ -154,9 +152,7 @@ def run(
         )
         raise typer.Exit(code=130)
     if resolved["train"]["evaluate"]:
-        summaries = evaluate_checkpoint(
-            result.run_dir, host, show_progress=not no_progress, console=err
-        )
+        summaries = evaluate_checkpoint(result.run_dir, host, show_progress=not no_progress, console=err)
         out.print(summary_table(summaries))
     page = write_index(result.run_dir)
     out.print(f"Report: {escape(str(page))}")
@@ -167,9 +163,7 @@ def eval_(
     target: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
     mode: Annotated[str, typer.Option(help="eval, train or both.")] = "",
     data_root: Annotated[str | None, typer.Option(help="Evaluate on data in this folder.")] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Split to evaluate (default: recipe's).")
-    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate (default: recipe's).")] = None,
     max_items: Annotated[int | None, typer.Option(help="Evaluate at most N images.")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Where to write reports.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda...")] = None,
@@ -242,9 +236,7 @@ def export(
     """Write the generator as TorchScript and/or ONNX, checked against the original."""
     from i2i.export import export_generator
 
-    wanted = (
-        ["torchscript", "onnx"] if formats == "both" else [f.strip() for f in formats.split(",")]
-    )
+    wanted = ["torchscript", "onnx"] if formats == "both" else [f.strip() for f in formats.split(",")]
     for path, diff in export_generator(checkpoint, _host(), wanted, out_dir=out_dir, size=size):
         out.print(f"Wrote {escape(str(path))} (max difference to PyTorch: {diff:.2e})")
 
@@ -275,9 +267,10 @@ def data_verify(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one paragraph on stderr and exit code 1."""
-    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get(
-        DEBUG_ENV, ""
-    ) not in ("", "0")
+    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get(DEBUG_ENV, "") not in (
+        "",
+        "0",
+    )
     try:
         app(args=argv, standalone_mode=True)
     except I2IError as exc:

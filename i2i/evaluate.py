@@ -41,9 +41,7 @@ def generator_from_checkpoint(
         G = build_generator(recipe, host, io["input_nc"], io["output_nc"])
         G.load_state_dict(state["generator"])
     except KeyError as exc:
-        raise CheckpointError(
-            f"{state.get('path')} lacks {exc}: not a complete i2i checkpoint."
-        ) from None
+        raise CheckpointError(f"{state.get('path')} lacks {exc}: not a complete i2i checkpoint.") from None
     except RuntimeError as exc:
         raise CheckpointError(
             f"{state.get('path')}: the weights do not fit the generator its "
@@ -106,13 +104,10 @@ def evaluate(
             for i, item_name in enumerate(batch["name"]):
                 image = f"images/{item_name}.png"
                 save_triplet_grid([(batch["A"][i], fake[i], batch["B"][i])], out_dir / image)
-                rows.append(
-                    {"name": item_name, "image": image, **{k: v[i] for k, v in per_image.items()}}
-                )
+                rows.append({"name": item_name, "image": image, **{k: v[i] for k, v in per_image.items()}})
             bar.advance(task, len(batch["name"]))
     summary_metrics = {
-        name: {"mean": m.compute(), "higher_is_better": m.higher_is_better}
-        for name, m in metrics.items()
+        name: {"mean": m.compute(), "higher_is_better": m.higher_is_better} for name, m in metrics.items()
     }
     per_image_names = [n for n, m in metrics.items() if m.per_image]
     with (out_dir / "per_image.csv").open("w", newline="", encoding="utf-8") as fh:
@@ -121,9 +116,7 @@ def evaluate(
         for row in rows:
             writer.writerow([row["name"], *(_fmt(row[k]) for k in per_image_names)])
     summary = {"mode": mode, "count": n, "metrics": summary_metrics, **(extra or {})}
-    (out_dir / "metrics.json").write_text(
-        json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8"
-    )
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     if per_image_names:
         sort_by = per_image_names[0] if "psnr" not in per_image_names else "psnr"
         write_gallery(

@@ -44,11 +44,15 @@ class StepContext:
         self.z = z
         self._sample_z = sample_z
         self._samples: dict[str, tuple[Tensor, Tensor | None]] = {}
-        self.logs: dict[str, float] = {}
+        self.logs: dict[str, Tensor] = {}
 
     def log(self, name: str, value: Tensor | float) -> None:
-        """Record a scalar for the progress bar, the loss log and the curves."""
-        self.logs[name] = float(value.detach()) if isinstance(value, Tensor) else float(value)
+        """Record a scalar for the progress bar, the loss log and the curves.
+
+        Values stay on the device; the loop turns them into numbers only when it writes a log line,
+        so logging does not force a GPU synchronisation every step.
+        """
+        self.logs[name] = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
 
     def sample(self, key: str = "second") -> tuple[Tensor, Tensor | None]:
         """Another generator output for ``real_A`` with a fresh latent code: ``(output, z)``."""

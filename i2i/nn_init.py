@@ -25,9 +25,7 @@ def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) 
     (keep PyTorch's default initialisation).
     """
     if init_type not in INIT_TYPES:
-        raise I2IError(
-            f"Unknown weight initialisation {init_type!r}. {suggest(init_type, INIT_TYPES)}"
-        )
+        raise I2IError(f"Unknown weight initialisation {init_type!r}. {suggest(init_type, INIT_TYPES)}")
     if gain < 0:
         raise I2IError(f"The initialisation gain must not be negative, got {gain}.")
     if init_type == "none":

@@ -119,9 +119,7 @@ class PluginHost:
                 name,
                 provider,
                 "registering",
-                I2IError(
-                    f"a plugin named {name!r} is already registered by {self.providers[name]}"
-                ),
+                I2IError(f"a plugin named {name!r} is already registered by {self.providers[name]}"),
             )
             return
         try:

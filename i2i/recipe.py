@@ -162,9 +162,7 @@ def _list_entry(entries: list, part: str, where: str) -> Any:
     if len(named) == 1:
         return named[0]
     names = [str(e.get("name")) for e in entries if isinstance(e, dict)]
-    raise I2IError(
-        f"--set: no single entry {part!r} in {where.rsplit('.', 1)[0]}. {suggest(part, names)}"
-    )
+    raise I2IError(f"--set: no single entry {part!r} in {where.rsplit('.', 1)[0]}. {suggest(part, names)}")
 
 
 def _check_table(
@@ -212,8 +210,7 @@ def _check_component(
     if not isinstance(name, str):
         registry = host.registry(kind)
         problems.append(
-            f"{where}.name: missing; which {kind}? Available: "
-            f"{', '.join(registry.names()) or 'none'}."
+            f"{where}.name: missing; which {kind}? Available: {', '.join(registry.names()) or 'none'}."
         )
         return None
     try:
@@ -228,9 +225,7 @@ def _check_component(
     params = {k: v for k, v in params.items() if k not in component.injected}
     params.update(extra or {})
     rest = {k: v for k, v in table.items() if k != "name" and k not in component.injected}
-    checked = _check_table(
-        rest, params, where, problems, open_ended=accepts_extra(component.factory)
-    )
+    checked = _check_table(rest, params, where, problems, open_ended=accepts_extra(component.factory))
     return {"name": name, **checked}
 
 
@@ -257,9 +252,7 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
                     f"{', '.join(host.registry(kind).names()) or 'none'}."
                 )
             continue
-        checked = _check_component(
-            recipe[section], section, kind, host, problems, HOST_SETTINGS.get(section)
-        )
+        checked = _check_component(recipe[section], section, kind, host, problems, HOST_SETTINGS.get(section))
         if checked is not None:
             out[section] = checked
     losses = recipe.get("losses", [])
@@ -289,7 +282,10 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
 
 
 def dumps(recipe: Recipe) -> str:
-    """The recipe as TOML text (``None`` values, which TOML cannot hold, are left out)."""
+    """The recipe as TOML, sections in their usual order and losses as ``[[losses]]`` tables.
+
+    ``None`` values, which TOML cannot hold, are left out (they mean "use the default").
+    """
     import tomli_w
 
     def clean(node: Any) -> Any:
@@ -299,4 +295,14 @@ def dumps(recipe: Recipe) -> str:
             return [clean(v) for v in node]
         return node
 
-    return tomli_w.dumps(clean(copy.deepcopy(recipe)))
+    order = [s for s in ALL_SECTIONS if s in recipe] + [s for s in recipe if s not in ALL_SECTIONS]
+    parts = []
+    for section in order:
+        value = clean(copy.deepcopy(recipe[section]))
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            parts += [f"[[{section}]]\n{tomli_w.dumps(v)}" for v in value]
+        elif isinstance(value, dict):
+            parts.append(f"[{section}]\n{tomli_w.dumps(value)}")
+        else:
+            parts.append(tomli_w.dumps({section: value}))
+    return "\n".join(parts)

@@ -68,9 +68,7 @@ class Registry:
         self._conflicts: dict[str, str] = {}
 
     # -- used by plugins -------------------------------------------------------------------------
-    def add(
-        self, name: str, factory: Callable[..., Any], *, description: str | None = None
-    ) -> None:
+    def add(self, name: str, factory: Callable[..., Any], *, description: str | None = None) -> None:
         """Register ``factory`` under ``name``; ``factory(**params)`` must build the component."""
         if not isinstance(name, str) or not name:
             raise I2IError(f"A {self.kind} must be registered under a non-empty string name.")

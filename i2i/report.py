@@ -341,8 +341,18 @@ def _plugins_section(run_dir: Path) -> str:
     data = _read_json(run_dir / "plugins.json")
     if not isinstance(data, dict) or not data:
         return '<p class="muted">No plugin versions recorded.</p>'
-    rows = "".join(f"<tr><td>{_e(name)}</td><td>{_e(version)}</td></tr>" for name, version in data.items())
-    return f"<table><tr><th>plugin</th><th>distribution</th></tr>{rows}</table>"
+    plugins = data.get("plugins", data) if isinstance(data.get("plugins"), dict) else data
+    rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{_e(version)}</td></tr>"
+        for name, version in plugins.items()
+        if not isinstance(version, dict)
+    )
+    html_out = f"<table><tr><th>plugin</th><th>provided by</th></tr>{rows}</table>"
+    environment = data.get("environment")
+    if isinstance(environment, dict):
+        env = " · ".join(f"{_e(k)} {_e(v)}" for k, v in environment.items())
+        html_out += f'<p class="muted">Environment: {env}</p>'
+    return html_out
 
 
 def _progress_section(entries: list[dict]) -> str:

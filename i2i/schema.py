@@ -33,9 +33,7 @@ class Param:
         return self.default is _MISSING
 
 
-def factory_params(
-    factory: Callable[..., Any], skip: frozenset[str] = frozenset()
-) -> dict[str, Param]:
+def factory_params(factory: Callable[..., Any], skip: frozenset[str] = frozenset()) -> dict[str, Param]:
     """The recipe-settable parameters of ``factory`` (a function or a class)."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:

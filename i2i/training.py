@@ -43,6 +43,9 @@ from i2i.plugins import PluginHost
 from i2i.recipe import Recipe, dumps
 from i2i.schedules import make_scheduler, step_scheduler
 
+#: Logged values shown next to the progress bar (all of them go to the log).
+SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
+
 #: Recipe sections that must not change when a run is resumed.
 FROZEN_ON_RESUME = ("data", "generator", "discriminator", "losses")
 
@@ -127,8 +130,7 @@ class Trainer:
         dataset = build_dataset(recipe, host, "train")
         if len(dataset) == 0:
             raise DataError(
-                f"The training split of {recipe['data'].get('root', 'the dataset')} "
-                "holds no images."
+                f"The training split of {recipe['data'].get('root', 'the dataset')} holds no images."
             )
         self.items = SeededItems(dataset, seed)
         self.sampler = EpochSampler(len(dataset), seed)
@@ -167,9 +169,9 @@ class Trainer:
         self.sample_z = None
         if self.model.latent_dim > 0:
             gen = torch.Generator().manual_seed(seed + 1)
-            self.sample_z = torch.randn(
-                len(self.sample_inputs[0]), self.model.latent_dim, generator=gen
-            ).to(self.device)
+            self.sample_z = torch.randn(len(self.sample_inputs[0]), self.model.latent_dim, generator=gen).to(
+                self.device
+            )
         if state is not None:
             self._restore(state)
         self._stop_requested = False
@@ -249,8 +251,8 @@ class Trainer:
             return None
         return torch.randn(batch, self.model.latent_dim, device=self.device)
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One D update and one G update on ``batch``; returns the logged scalars."""
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One D update and one G update on ``batch``; returns the logged scalars (0-d tensors)."""
         G, D = self.model.generator, self.model.discriminator
         real_A = batch["A"].to(self.device, non_blocking=True)
         real_B = batch["B"].to(self.device, non_blocking=True)
@@ -261,11 +263,7 @@ class Trainer:
         if D is not None:
             set_requires_grad(D, True)
             self.opt_D.zero_grad(set_to_none=True)
-            terms = [
-                t
-                for _, loss in self.model.losses
-                if (t := loss.discriminator_loss(ctx)) is not None
-            ]
+            terms = [t for _, loss in self.model.losses if (t := loss.discriminator_loss(ctx)) is not None]
             if terms:
                 loss_D = torch.stack(terms).sum()
                 loss_D.backward()
@@ -327,11 +325,12 @@ class Trainer:
         log_path = self.run_dir / "log.jsonl"
         total_steps = self.total_steps()
         cfg = self.train_cfg
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict[str, Any] = defaultdict(float)
         count = 0
         epoch_sum, epoch_count = 0.0, 0
         start = time.perf_counter()
         last: dict[str, float] = {}
+        shown = ""
         progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(),
@@ -356,11 +355,7 @@ class Trainer:
                 rate="",
                 losses="",
             )
-            while (
-                self.epoch < self.total_epochs
-                and self.step < total_steps
-                and not self._stop_requested
-            ):
+            while self.epoch < self.total_epochs and self.step < total_steps and not self._stop_requested:
                 self.items.epoch = self.epoch
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.loader.batch_size)
                 step_start = time.perf_counter()
@@ -371,30 +366,26 @@ class Trainer:
                     for k, v in logs.items():
                         sums[k] += v
                     count += 1
-                    epoch_sum += logs.get("G_total", 0.0)
+                    epoch_sum = epoch_sum + logs["G_total"]
                     epoch_count += 1
                     now = time.perf_counter()
                     rate = 1.0 / max(now - step_start, 1e-9)
                     step_start = now
                     if self.step % cfg["log_every"] == 0 or self.step == total_steps:
-                        last = {k: v / count for k, v in sums.items()}
+                        last = {k: float(v) / count for k, v in sums.items()}
                         self._log(log, writer, last, now - start)
                         sums.clear()
                         count = 0
+                        shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples(writer)
-                    shown = " ".join(
-                        f"{k}={v:.3f}"
-                        for k, v in logs.items()
-                        if k in ("D_real", "D_fake") or k.startswith("G_")
-                    )
                     progress.update(
                         task, advance=1, epoch=self.epoch + 1, rate=f"{rate:.2f} it/s", losses=shown
                     )
                     if self.step >= total_steps or self._stop_requested:
                         break
                 if self.batch_in_epoch >= self.steps_per_epoch:
-                    self._end_epoch(epoch_sum / max(epoch_count, 1))
+                    self._end_epoch(float(epoch_sum) / max(epoch_count, 1))
                     epoch_sum, epoch_count = 0.0, 0
         finished = not self._stop_requested
         self.write_samples(writer)
@@ -512,10 +503,7 @@ def start_run(
             "device": str(trainer.device),
         }
         (run_dir / "plugins.json").write_text(
-            json.dumps(
-                {"plugins": plugins_used(recipe, host), "environment": environment}, indent=2
-            )
-            + "\n",
+            json.dumps({"plugins": plugins_used(recipe, host), "environment": environment}, indent=2) + "\n",
             encoding="utf-8",
         )
     return trainer

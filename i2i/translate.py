@@ -57,9 +57,7 @@ def load_input(path: Path, channels: int) -> torch.Tensor:
         if tensor.shape[0] == 1:
             tensor = tensor.expand(channels, -1, -1)
         else:
-            raise DataError(
-                f"{path} has {tensor.shape[0]} channels; the generator takes {channels}."
-            )
+            raise DataError(f"{path} has {tensor.shape[0]} channels; the generator takes {channels}.")
     return tensor * 2 - 1
 
 

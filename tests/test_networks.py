@@ -22,11 +22,7 @@ def _seed():
 
 
 def build_g(name: str, input_nc: int = 3, output_nc: int = 3, **params) -> nn.Module:
-    return (
-        get_host()
-        .registry("generator")
-        .build(name, input_nc=input_nc, output_nc=output_nc, **params)
-    )
+    return get_host().registry("generator").build(name, input_nc=input_nc, output_nc=output_nc, **params)
 
 
 def build_d(name: str, input_nc: int = 6, **params) -> nn.Module:
@@ -44,9 +40,7 @@ def unet256() -> nn.Module:
 
 
 # -- registration --------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("kind", "names"), [("generator", GENERATORS), ("discriminator", DISCRIMINATORS)]
-)
+@pytest.mark.parametrize(("kind", "names"), [("generator", GENERATORS), ("discriminator", DISCRIMINATORS)])
 def test_registered_by_the_i2i_distribution(kind, names):
     registry = get_host().registry(kind)
     for name in names:

@@ -126,8 +126,13 @@ def test_run_directory_contents_and_lr_policy(tiny_recipe):
     trainer, result = train(tiny_recipe)
     run = result.run_dir
     assert result.finished and result.step == 16 and result.epoch == 4
-    for name in ["recipe.toml", "plugins.json", "log.jsonl", "checkpoints/latest.pt",
-                 "checkpoints/epoch_0002.pt"]:
+    for name in [
+        "recipe.toml",
+        "plugins.json",
+        "log.jsonl",
+        "checkpoints/latest.pt",
+        "checkpoints/epoch_0002.pt",
+    ]:
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "samples").iterdir())[0] == "step_0000003.png"
     plugins = json.loads((run / "plugins.json").read_text())["plugins"]
@@ -240,11 +245,11 @@ def test_identity_generator_scores_perfectly(tmp_path):
     recipe_path = tmp_path / "id.toml"
     recipe_path.write_text(f"""
 [experiment]
-output_dir = "{tmp_path / 'runs'}"
+output_dir = "{tmp_path / "runs"}"
 device = "cpu"
 [data]
 name = "aligned"
-root = "{tmp_path / 'data'}"
+root = "{tmp_path / "data"}"
 preprocess = "none"
 [generator]
 name = "identity"
@@ -279,8 +284,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def test_eval_both_modes_writes_reports(trained_run):
-    summaries = evaluate_checkpoint(trained_run, get_host(), modes=["eval", "train"],
-                                    show_progress=False)
+    summaries = evaluate_checkpoint(trained_run, get_host(), modes=["eval", "train"], show_progress=False)
     assert [s["mode"] for s in summaries] == ["eval", "train"]
     for s in summaries:
         out = trained_run / "eval" / s["mode"]
@@ -311,8 +315,7 @@ def test_export_matches_pytorch(trained_run, tmp_path):
     from i2i.export import export_generator
 
     pytest.importorskip("onnxruntime")
-    results = export_generator(trained_run, get_host(), ["torchscript", "onnx"],
-                               out_dir=tmp_path, size=32)
+    results = export_generator(trained_run, get_host(), ["torchscript", "onnx"], out_dir=tmp_path, size=32)
     assert [p.name for p, _ in results] == ["generator.torchscript.pt", "generator.onnx"]
     assert all(diff < 1e-4 for _, diff in results)
     scripted = torch.jit.load(str(tmp_path / "generator.torchscript.pt"))
@@ -322,10 +325,10 @@ def test_export_matches_pytorch(trained_run, tmp_path):
 def test_cli_run_interrupt_and_resume(tiny_recipe, tmp_path):
     """Ctrl-C saves a checkpoint; --resume finishes the run; eval and the report follow."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "i2i", "run", str(tiny_recipe), "--no-progress",
-           "--set", "train.epochs=40"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "i2i", "run", str(tiny_recipe), "--no-progress", "--set", "train.epochs=40"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     log = tmp_path / "runs" / "tiny" / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
@@ -336,9 +339,15 @@ def test_cli_run_interrupt_and_resume(tiny_recipe, tmp_path):
     assert "--resume" in stderr and "Traceback" not in stderr
     stopped_at = load_checkpoint(tmp_path / "runs" / "tiny")["step"]
     assert 2 <= stopped_at < 168
-    done = subprocess.run(cmd + ["--set", "train.max_steps=" + str(stopped_at + 3),
-                                 "--resume", str(tmp_path / "runs" / "tiny")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cmd
+        + ["--set", "train.max_steps=" + str(stopped_at + 3), "--resume", str(tmp_path / "runs" / "tiny")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(tmp_path / "runs" / "tiny")["step"] == stopped_at + 3
     assert "psnr" in done.stdout and (tmp_path / "runs" / "tiny" / "index.html").is_file()

@@ -33,14 +33,17 @@ def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: in
     if variant == "i2i":
         tune_allocator()
     torch.manual_seed(seed)
-    recipe = resolve({
-        "experiment": {"device": "cpu"},
-        "data": {"name": "aligned", "root": "unused"},
-        "generator": {"name": "unet_256" if size >= 256 else "unet_128", "ngf": ngf},
-        "discriminator": {"name": "patchgan", "ndf": ngf},
-        "losses": [{"name": "cgan"}, {"name": "l1", "weight": 100.0}],
-        "optim": {"fused": variant == "i2i"},
-    }, get_host())
+    recipe = resolve(
+        {
+            "experiment": {"device": "cpu"},
+            "data": {"name": "aligned", "root": "unused"},
+            "generator": {"name": "unet_256" if size >= 256 else "unet_128", "ngf": ngf},
+            "discriminator": {"name": "patchgan", "ndf": ngf},
+            "losses": [{"name": "cgan"}, {"name": "l1", "weight": 100.0}],
+            "optim": {"fused": variant == "i2i"},
+        },
+        get_host(),
+    )
     if variant == "baseline":
         recipe["optim"]["fused"] = False
     model = build_model(recipe, get_host(), 3, 3)
@@ -83,15 +86,35 @@ def main() -> None:
     for r in range(args.rounds):
         for variant in ("baseline", "i2i") if r % 2 == 0 else ("i2i", "baseline"):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", variant, "--size", str(args.size),
-                 "--ngf", str(args.ngf), "--steps", str(args.steps), "--warmup", str(args.warmup)],
-                capture_output=True, text=True, check=True)
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    variant,
+                    "--size",
+                    str(args.size),
+                    "--ngf",
+                    str(args.ngf),
+                    "--steps",
+                    str(args.steps),
+                    "--warmup",
+                    str(args.warmup),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[variant] += json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"round {r + 1}/{args.rounds} {variant:8s} median "
-                  f"{statistics.median(results[variant]):.3f} s/step", file=sys.stderr)
+            print(
+                f"round {r + 1}/{args.rounds} {variant:8s} median "
+                f"{statistics.median(results[variant]):.3f} s/step",
+                file=sys.stderr,
+            )
     base, ours = statistics.median(results["baseline"]), statistics.median(results["i2i"])
-    print(f"size {args.size}, ngf {args.ngf}, {torch.get_num_threads()} threads, "
-          f"{len(results['i2i'])} steps each")
+    print(
+        f"size {args.size}, ngf {args.ngf}, {torch.get_num_threads()} threads, "
+        f"{len(results['i2i'])} steps each"
+    )
     print(f"baseline (default Adam, default malloc): {base:.3f} s/step ({1 / base:.2f} img/s)")
     print(f"i2i      (fused Adam, tuned malloc):     {ours:.3f} s/step ({1 / ours:.2f} img/s)")
     print(f"speed-up: {base / ours:.2f}x")

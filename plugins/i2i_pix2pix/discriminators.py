@@ -16,13 +16,9 @@ from i2i_pix2pix.generators import Norm, check_norm, check_positive, conv_bias, 
 
 def _check_input(x: Tensor, input_nc: int, what: str) -> None:
     if x.dim() != 4:
-        raise I2IError(
-            f"The {what} expects a batch of images (N, C, H, W), got shape {tuple(x.shape)}."
-        )
+        raise I2IError(f"The {what} expects a batch of images (N, C, H, W), got shape {tuple(x.shape)}.")
     if x.shape[1] != input_nc:
-        raise I2IError(
-            f"The {what} was built for {input_nc} input channel(s) but got {x.shape[1]}."
-        )
+        raise I2IError(f"The {what} was built for {input_nc} input channel(s) but got {x.shape[1]}.")
 
 
 class _BlockDiscriminator(nn.Module):
@@ -59,9 +55,7 @@ class PatchDiscriminator(_BlockDiscriminator):
     logit sees a ``receptive_field`` square of the input: 70 pixels for ``n_layers=3``.
     """
 
-    def __init__(
-        self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch"
-    ) -> None:
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
         super().__init__()
         check_positive("input_nc", input_nc)
         check_positive("ndf", ndf)

@@ -59,13 +59,10 @@ def conv_bias(norm: str) -> bool:
 def _check_input(x: Tensor, input_nc: int, multiple: int, what: str) -> None:
     """Cheap shape checks that turn PyTorch's opaque size errors into a clear message."""
     if x.dim() != 4:
-        raise I2IError(
-            f"The {what} expects a batch of images (N, C, H, W), got shape {tuple(x.shape)}."
-        )
+        raise I2IError(f"The {what} expects a batch of images (N, C, H, W), got shape {tuple(x.shape)}.")
     if x.shape[1] != input_nc:
         raise I2IError(
-            f"The {what} was built for {input_nc} input channel(s) but got an image "
-            f"with {x.shape[1]}."
+            f"The {what} was built for {input_nc} input channel(s) but got an image with {x.shape[1]}."
         )
     height, width = x.shape[-2:]
     if height % multiple or width % multiple:
@@ -109,9 +106,7 @@ class UnetBlock(nn.Module):
             up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
             layers: list[nn.Module] = [down_conv, submodule, up_act, up_conv, nn.Tanh()]
         elif innermost:
-            up_conv = nn.ConvTranspose2d(
-                inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias
-            )
+            up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
             layers = [down_act, down_conv, up_act, up_conv, norm_layer(norm, outer_nc)]
         else:
             up_conv = nn.ConvTranspose2d(
@@ -173,9 +168,7 @@ class UnetGenerator(nn.Module):
         block = UnetBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
         block = UnetBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
         block = UnetBlock(ngf, ngf * 2, submodule=block, norm=norm)
-        self.model = UnetBlock(
-            output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm
-        )
+        self.model = UnetBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.input_nc, 2**self.num_downs, f"U-Net with num_downs={self.num_downs}")

@@ -33,9 +33,7 @@ class NoiseEncoderDecoder(nn.Module):
         return self.net(torch.cat([x, planes], dim=1))
 
 
-def noise_encoder_decoder(
-    input_nc: int, output_nc: int, latent_dim: int = 8, ngf: int = 32
-) -> nn.Module:
+def noise_encoder_decoder(input_nc: int, output_nc: int, latent_dim: int = 8, ngf: int = 32) -> nn.Module:
     """Small encoder-decoder with a latent code z concatenated to the input."""
     return NoiseEncoderDecoder(input_nc, output_nc, latent_dim, ngf)
 
