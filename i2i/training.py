@@ -57,7 +57,7 @@ def make_adam(params, optim: dict[str, Any], lr: float, device: torch.device):
             return torch.optim.Adam(params, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):
             pass  # no fused kernel for this device or torch version: use the multi-tensor one
-    return torch.optim.Adam(params, foreach=device.type != "mps" or None, **kwargs)
+    return torch.optim.Adam(params, foreach=None if device.type == "mps" else True, **kwargs)
 
 
 def set_requires_grad(net: torch.nn.Module | None, flag: bool) -> None:

@@ -123,7 +123,8 @@ def test_discriminator_is_frozen_during_generator_update(tiny_recipe):
 
 
 def test_run_directory_contents_and_lr_policy(tiny_recipe):
-    trainer, result = train(tiny_recipe)
+    pytest.importorskip("tensorboard")
+    trainer, result = train(tiny_recipe, "train.tensorboard=true")
     run = result.run_dir
     assert result.finished and result.step == 16 and result.epoch == 4
     for name in [
@@ -135,6 +136,7 @@ def test_run_directory_contents_and_lr_policy(tiny_recipe):
     ]:
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "samples").iterdir())[0] == "step_0000003.png"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     plugins = json.loads((run / "plugins.json").read_text())["plugins"]
     assert plugins["pix2pix-generators"] == f"i2i {i2i.__version__}"
     log = read_log(run / "log.jsonl")
@@ -353,3 +355,22 @@ def test_cli_run_interrupt_and_resume(tiny_recipe, tmp_path):
     assert "psnr" in done.stdout and (tmp_path / "runs" / "tiny" / "index.html").is_file()
     steps = [r["step"] for r in read_log(log)]
     assert steps == list(range(1, stopped_at + 4))  # no step lost or repeated
+
+
+def test_third_party_latent_generator_and_two_sample_loss_train(tmp_path, monkeypatch):
+    """The example plugin's z-generator and mode-seeking loss run through the unchanged loop."""
+    monkeypatch.chdir(REPO)  # its recipe names samples/facades_mini relative to the repository
+    recipe = REPO / "examples" / "i2i-example-plugin" / "recipe.toml"
+    _, result = train(
+        recipe,
+        f"experiment.output_dir={tmp_path}",
+        "train.max_steps=2",
+        "train.tensorboard=false",
+        "data.max_items=2",
+        "eval.max_items=2",
+    )
+    [entry] = [r for r in read_log(result.run_dir / "log.jsonl") if r["step"] == 2]
+    assert {"G_mode_seeking", "mode_seeking_ratio", "G_cgan", "D_real"} <= set(entry)
+    assert entry["mode_seeking_ratio"] > 0  # two different z gave two different outputs
+    [summary] = evaluate_checkpoint(result.run_dir, get_host(), show_progress=False)
+    assert summary["count"] == 2
