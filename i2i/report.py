@@ -162,8 +162,9 @@ def plot_loss_curves(log_path: str | Path, out_png: str | Path) -> Path | None:
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     panels = [
-        ("Discriminator", [k for k in keys if k.startswith("D_")], False),
-        ("Generator", [k for k in keys if k.startswith("G_")], False),
+        # Totals are left out: they are weighted sums of the terms and would dwarf them (100·L1).
+        ("Discriminator", [k for k in keys if k.startswith("D_") and k != "D_total"], False),
+        ("Generator", [k for k in keys if k.startswith("G_") and k != "G_total"], False),
         ("Learning rate", [k for k in keys if k.startswith("lr")], True),
     ]
     series = _series(entries, keys)
@@ -187,6 +188,10 @@ def plot_loss_curves(log_path: str | Path, out_png: str | Path) -> Path | None:
                 ax.plot(xs, _smooth(ys, window), color=color, label=name, linewidth=1.4)
         if is_lr:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        else:
+            values = [y for name in names for y in series.get(name, ([], []))[1]]
+            if values and min(values) > 0 and max(values) / min(values) > 30:
+                ax.set_yscale("log")  # terms of very different sizes (e.g. GAN vs L1)
         ax.legend(fontsize="small")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
