@@ -157,7 +157,7 @@ class Trainer:
             self.opt_D = make_adam(
                 self.model.discriminator.parameters(),
                 optim,
-                optim["lr_D"] or optim["lr"],
+                optim["lr"] if optim["lr_D"] is None else optim["lr_D"],
                 self.device,
             )
             self.sched_D = make_scheduler(self.opt_D, optim, self.train_cfg)
