@@ -12,7 +12,6 @@ import random
 import signal
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -165,6 +164,9 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
+        self._elapsed_before = 0.0
+        self._pending_log: dict[str, Any] = {}
+        self._session_start = time.perf_counter()
         self.sample_inputs = self._sample_batch(dataset)
         self.sample_z = None
         if self.model.latent_dim > 0:
@@ -203,6 +205,8 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
+            "elapsed": self.elapsed(),
+            "pending_log": {k: float(v) for k, v in self._pending_log.items()},
             "generator": m.generator.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "sched_G": self.sched_G.state_dict(),
@@ -232,6 +236,8 @@ class Trainer:
                 self.sched_D.load_state_dict(state["sched_D"])
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
             self.batch_in_epoch = int(state["batch_in_epoch"])
+            self._elapsed_before = float(state.get("elapsed", 0.0))
+            self._pending_log = dict(state.get("pending_log", {}))
             torch.set_rng_state(state["rng"]["torch"])
             if state["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -325,10 +331,10 @@ class Trainer:
         log_path = self.run_dir / "log.jsonl"
         total_steps = self.total_steps()
         cfg = self.train_cfg
-        sums: dict[str, Any] = defaultdict(float)
-        count = 0
+        sums = self._pending_log  # losses since the last log line (kept across a resume)
         epoch_sum, epoch_count = 0.0, 0
-        start = time.perf_counter()
+        start = self._session_start = time.perf_counter()
+        first_step = self.step
         last: dict[str, float] = {}
         shown = ""
         progress = Progress(
@@ -358,24 +364,22 @@ class Trainer:
             while self.epoch < self.total_epochs and self.step < total_steps and not self._stop_requested:
                 self.items.epoch = self.epoch
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.loader.batch_size)
-                step_start = time.perf_counter()
                 for batch in self.loader:
                     logs = self.train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
                     for k, v in logs.items():
-                        sums[k] += v
-                    count += 1
+                        sums[k] = sums.get(k, 0.0) + v
+                    sums["_steps"] = sums.get("_steps", 0) + 1
                     epoch_sum = epoch_sum + logs["G_total"]
                     epoch_count += 1
                     now = time.perf_counter()
-                    rate = 1.0 / max(now - step_start, 1e-9)
-                    step_start = now
+                    rate = (self.step - first_step) / max(now - start, 1e-9)
                     if self.step % cfg["log_every"] == 0 or self.step == total_steps:
-                        last = {k: float(v) / count for k, v in sums.items()}
-                        self._log(log, writer, last, now - start)
+                        n = sums.pop("_steps")
+                        last = {k: float(v) / n for k, v in sums.items()}
+                        self._log(log, writer, last, self.elapsed())
                         sums.clear()
-                        count = 0
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples(writer)
@@ -400,6 +404,10 @@ class Trainer:
             interrupted=self._stop_requested,
             last_losses=last,
         )
+
+    def elapsed(self) -> float:
+        """Training seconds so far, across resumed sessions."""
+        return self._elapsed_before + time.perf_counter() - self._session_start
 
     def _log(self, log, writer, values: dict[str, float], elapsed: float) -> None:
         record = {

@@ -154,14 +154,32 @@ def test_same_seed_same_losses(tiny_recipe):
     assert [[r[k] for k in keys] for r in la] == [[r[k] for k in keys] for r in lb]
 
 
-def test_resume_mid_epoch_gives_identical_losses(tiny_recipe):
-    _, full = train(tiny_recipe, "train.max_steps=7")
-    _, part = train(tiny_recipe, "train.max_steps=3")  # stops inside epoch 1 (4 steps/epoch)
-    _, resumed = train(tiny_recipe, "train.max_steps=7", resume=part.run_dir)
-    assert resumed.run_dir == part.run_dir and resumed.step == 7
-    keys = ["D_real", "D_fake", "G_cgan", "G_l1", "lr_G"]
+def stop_after(trainer, steps: int) -> None:
+    """Make ``trainer`` behave as if Ctrl-C was pressed during step ``steps``."""
+    step = trainer.train_step
+
+    def wrapped(batch):
+        logs = step(batch)
+        if trainer.step + 1 >= steps:
+            trainer._stop_requested = True
+        return logs
+
+    trainer.train_step = wrapped
+
+
+@pytest.mark.parametrize("log_every", [1, 2])
+def test_resume_mid_epoch_gives_identical_losses(tiny_recipe, log_every):
+    every = f"train.log_every={log_every}"  # with 2, the stop falls inside a logging interval
+    _, full = train(tiny_recipe, "train.max_steps=7", every)
+    part = start_run(resolved(tiny_recipe, "train.max_steps=7", every), get_host(), show_progress=False)
+    stop_after(part, 3)  # inside epoch 1 (4 steps per epoch)
+    stopped = part.run()
+    assert stopped.interrupted and stopped.step == 3
+    _, resumed = train(tiny_recipe, "train.max_steps=7", every, resume=stopped.run_dir)
+    assert resumed.step == 7 and not resumed.interrupted
+    keys = ["step", "D_real", "D_fake", "G_cgan", "G_l1", "lr_G"]
     expected = [[r[k] for k in keys] for r in read_log(full.run_dir / "log.jsonl")]
-    got = [[r[k] for k in keys] for r in read_log(part.run_dir / "log.jsonl")]
+    got = [[r[k] for k in keys] for r in read_log(stopped.run_dir / "log.jsonl")]
     assert got == expected
 
 
