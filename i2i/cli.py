@@ -205,10 +205,14 @@ def translate(
         bool,
         typer.Option(help="Inputs are A|B pairs: take the input half by the recipe's direction."),
     ] = False,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Resize inputs to SIZE x SIZE first (e.g. the training crop size)."),
+    ] = None,
     mode: Annotated[str, typer.Option(help="Inference mode: eval or train.")] = "eval",
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Apply a trained generator to a folder of images."""
+    """Apply a trained generator to a folder of images; outputs keep the inputs' sizes."""
     from i2i.translate import translate_folder
 
     report = translate_folder(
@@ -217,6 +221,7 @@ def translate(
         output_dir,
         _host(),
         aligned=aligned,
+        size=size,
         mode=mode,
         device=device,
         console=err,

@@ -61,23 +61,27 @@ def load_input(path: Path, channels: int) -> torch.Tensor:
     return tensor * 2 - 1
 
 
-def fit_to_network(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, str | None]:
-    """Pad (reflect) up to a multiple of ``multiple``; resize up first if the image is too small."""
+def fit_to_network(
+    x: torch.Tensor, multiple: int, size: int | None = None
+) -> tuple[torch.Tensor, tuple[int, int], list[str]]:
+    """Make ``x`` fit the network: resize to ``size`` if asked, up to ``multiple`` if smaller,
+    then reflect-pad to a multiple. Returns the image, its size before padding, and notes."""
     _, h, w = x.shape
-    note = None
-    if h < multiple or w < multiple:
-        scale = multiple / min(h, w)
-        nh, nw = round(h * scale), round(w * scale)
+    notes = []
+    nh, nw = (size, size) if size else (h, w)
+    if min(nh, nw) < multiple:
+        scale = multiple / min(nh, nw)
+        nh, nw = round(nh * scale), round(nw * scale)
+        notes.append(f"the network needs at least {multiple}px")
+    if (nh, nw) != (h, w):
         x = F.interpolate(x[None], size=(nh, nw), mode="bicubic", align_corners=False)[0]
-        note = f"resized from {w}x{h} to {nw}x{nh} (the network needs at least {multiple}px)"
-        h, w = nh, nw
-    ph, pw = (-h) % multiple, (-w) % multiple
+        notes.insert(0, f"resized from {w}x{h} to {nw}x{nh}")
+    ph, pw = (-nh) % multiple, (-nw) % multiple
     if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
-        pad_note = f"padded from {w}x{h} to {w + pw}x{h + ph} (multiple of {multiple})"
-        note = f"{note}; {pad_note}" if note else pad_note
-    return x, note
+        pad_mode = "reflect" if ph < nh and pw < nw else "replicate"
+        x = F.pad(x[None], (0, pw, 0, ph), mode=pad_mode)[0]
+        notes.append(f"padded from {nw}x{nh} to {nw + pw}x{nh + ph} (multiple of {multiple})")
+    return x, (nh, nw), notes
 
 
 @torch.no_grad()
@@ -88,10 +92,18 @@ def translate_folder(
     host: PluginHost,
     *,
     aligned: bool = False,
+    size: int | None = None,
     mode: str = "eval",
     device: str | None = None,
     console: Console | None = None,
 ) -> TranslateReport:
+    """Translate every image in ``input_dir``; outputs keep each input's size.
+
+    ``size`` resizes inputs to size x size first (e.g. the training crop size); otherwise images
+    are only padded or enlarged as far as the network requires.
+    """
+    if size is not None and size < 1:
+        raise I2IError(f"--size {size}: must be a positive number of pixels.")
     state = load_checkpoint(checkpoint)
     recipe = state["recipe"]
     dev = pick_device(device or recipe["experiment"]["device"])
@@ -110,6 +122,8 @@ def translate_folder(
     in_nc = state["io"]["input_nc"]
     multiple = size_multiple(G)
     report = TranslateReport()
+    crop = recipe["data"].get("crop_size")
+    other_sizes: set[str] = set()
     direction = recipe["data"].get("direction", "AtoB")
     torch.manual_seed(recipe["experiment"]["seed"])
     with Progress(console=console or Console(stderr=True)) as bar:
@@ -120,18 +134,22 @@ def translate_folder(
                 half = x.shape[2] // 2
                 x = x[:, :, half:] if direction == "BtoA" else x[:, :, :half]
             _, h, w = x.shape
-            fitted, note = fit_to_network(x, multiple)
-            if note:
-                report.notes.append(
-                    f"{path.name}: {note}; the output is cropped back to {w}x{h}"
-                    if "padded" in note and "resized" not in note
-                    else f"{path.name}: {note}"
-                )
-            y = generate(G, fitted[None].to(dev)).cpu()[0]
-            if "resized" in (note or ""):
+            if size is None and crop and (h, w) != (crop, crop):
+                other_sizes.add(f"{w}x{h}")
+            fitted, (rh, rw), notes = fit_to_network(x, multiple, size)
+            if notes:
+                report.notes.append(f"{path.name}: {'; '.join(notes)}; the output is {w}x{h} like the input")
+            y = generate(G, fitted[None].to(dev)).cpu()[0][:, :rh, :rw]
+            if (rh, rw) != (h, w):
                 y = F.interpolate(y[None], size=(h, w), mode="bicubic", align_corners=False)[0]
-            y = y[:, :h, :w].clamp(-1, 1)
+            y = y.clamp(-1, 1)
             save_image(y, output_dir / f"{path.stem}.png")
             report.count += 1
             bar.advance(task)
+    if other_sizes:
+        report.notes.append(
+            f"The model was trained on {crop}x{crop} crops and these inputs are "
+            f"{', '.join(sorted(other_sizes))}: the network runs at their size, which changes the scale "
+            f"of what it sees. Pass --size {crop} to resize inputs to the training size instead."
+        )
     return report

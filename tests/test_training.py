@@ -329,6 +329,12 @@ def test_translate_keeps_sizes_and_says_so(trained_run, tmp_path):
     assert Image.open(tmp_path / "out" / "odd.png").size == (40, 24)
     assert Image.open(tmp_path / "out" / "square.png").size == (64, 64)
     assert any("odd.png" in n and "padded" in n for n in report.notes)
+    assert any("--size 32" in n for n in report.notes)  # trained on 32x32 crops: say so
+    Image.new("RGB", (20, 12)).save(src / "tiny.png")  # smaller than the U-Net's 32px minimum
+    report = translate_folder(trained_run, src, tmp_path / "out2", get_host(), size=32)
+    for name, size in [("odd", (40, 24)), ("square", (64, 64)), ("tiny", (20, 12))]:
+        assert Image.open(tmp_path / "out2" / f"{name}.png").size == size
+    assert any("tiny.png: resized from 20x12 to 32x32" in n for n in report.notes)
 
 
 def test_export_matches_pytorch(trained_run, tmp_path):
