@@ -124,6 +124,7 @@ def translate_folder(
     report = TranslateReport()
     crop = recipe["data"].get("crop_size")
     other_sizes: set[str] = set()
+    resized = 0
     direction = recipe["data"].get("direction", "AtoB")
     torch.manual_seed(recipe["experiment"]["seed"])
     with Progress(console=console or Console(stderr=True)) as bar:
@@ -137,7 +138,9 @@ def translate_folder(
             if size is None and crop and (h, w) != (crop, crop):
                 other_sizes.add(f"{w}x{h}")
             fitted, (rh, rw), notes = fit_to_network(x, multiple, size)
-            if notes:
+            if size and len(notes) == 1 and notes[0].startswith("resized"):
+                resized += 1  # what the user asked for: summarised once below
+            elif notes:
                 report.notes.append(f"{path.name}: {'; '.join(notes)}; the output is {w}x{h} like the input")
             y = generate(G, fitted[None].to(dev)).cpu()[0][:, :rh, :rw]
             if (rh, rw) != (h, w):
@@ -146,6 +149,10 @@ def translate_folder(
             save_image(y, output_dir / f"{path.stem}.png")
             report.count += 1
             bar.advance(task)
+    if resized:
+        report.notes.append(
+            f"{resized} image(s) were resized to {size}x{size} for the network and back to their own size."
+        )
     if other_sizes:
         report.notes.append(
             f"The model was trained on {crop}x{crop} crops and these inputs are "
