@@ -123,6 +123,13 @@ def validate(
     if show:
         out.print(escape(dumps(resolved)))
     out.print(f"[green]{escape(str(recipe))} is valid.[/green]")
+    root = resolved["data"].get("root")
+    if isinstance(root, str) and not Path(root).exists():
+        out.print(
+            f"[yellow]Note: data.root {escape(root)!r} does not exist "
+            f"(relative to {escape(str(Path.cwd()))}); "
+            "get the data with 'i2i data fetch NAME' or point at it with --set data.root=PATH.[/yellow]"
+        )
 
 
 @app.command()
