@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import signal
 import sys
 import time
@@ -327,6 +328,8 @@ class Trainer:
     def run(self) -> RunResult:
         if self.device.type == "cpu":
             tune_allocator()
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
         writer = self._tensorboard()
         log_path = self.run_dir / "log.jsonl"
         total_steps = self.total_steps()
@@ -487,21 +490,33 @@ def start_run(
     console: Console | None = None,
     show_progress: bool = True,
 ) -> Trainer:
-    """Create (or reopen) the run directory, record the recipe and plugins, and make a Trainer."""
+    """Create (or reopen) the run directory, record the recipe and plugins, and make a Trainer.
+
+    Evaluation metrics are built first, so that one that cannot work (FID without its weights file)
+    stops the run before training rather than after it.
+    """
+    if recipe["train"]["evaluate"]:
+        for name in recipe["eval"]["metrics"]:
+            host.registry("metric").build(name)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         if not run_dir.is_dir():
             raise I2IError(f"--resume {run_dir}: no such run directory.")
     else:
         run_dir = new_run_dir(recipe)
-    trainer = Trainer(
-        recipe,
-        host,
-        run_dir,
-        resume=resume_dir is not None,
-        console=console,
-        show_progress=show_progress,
-    )
+    try:
+        trainer = Trainer(
+            recipe,
+            host,
+            run_dir,
+            resume=resume_dir is not None,
+            console=console,
+            show_progress=show_progress,
+        )
+    except BaseException:
+        if resume_dir is None:  # nothing was trained: leave no empty run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if resume_dir is None:
         (run_dir / "recipe.toml").write_text(dumps(recipe), encoding="utf-8")
         environment = {

@@ -398,3 +398,49 @@ def test_third_party_latent_generator_and_two_sample_loss_train(tmp_path, monkey
     assert entry["mode_seeking_ratio"] > 0  # two different z gave two different outputs
     [summary] = evaluate_checkpoint(result.run_dir, get_host(), show_progress=False)
     assert summary["count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("step", [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]),
+        ("cosine", [1.0, 0.9330, 0.75, 0.5, 0.25, 0.0670]),
+        ("linear", [1.0, 1.0, 1.0, 0.75, 0.5, 0.25]),
+    ],
+)
+def test_learning_rate_policies(policy, expected):
+    from i2i.schedules import make_scheduler, step_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    optim = {"policy": policy, "step_epochs": 2, "gamma": 0.5, "patience": 1}
+    sched = make_scheduler(opt, optim, {"epochs": 3, "epochs_decay": 3})
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        step_scheduler(sched, 0.0)
+    assert lrs == pytest.approx(expected, abs=1e-4)
+
+
+def test_plateau_policy_decays_when_the_loss_stalls():
+    from i2i.schedules import make_scheduler, step_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(
+        opt, {"policy": "plateau", "gamma": 0.5, "patience": 1}, {"epochs": 1, "epochs_decay": 1}
+    )
+    for loss in [3.0, 2.0, 2.0, 2.0]:
+        step_scheduler(sched, loss)
+    assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_a_run_that_cannot_start_leaves_no_run_directory(tiny_recipe, tmp_path):
+    with pytest.raises(I2IError, match="does not exist"):
+        train(tiny_recipe, f"data.root={tmp_path / 'nowhere'}")
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_fid_without_weights_stops_before_training(tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("I2I_FID_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(I2IError, match="never downloads"):
+        train(tiny_recipe, 'eval.metrics=["psnr", "fid"]')
+    assert not (tmp_path / "runs").exists()
