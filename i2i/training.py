@@ -99,7 +99,6 @@ class RunResult:
     finished: bool
     interrupted: bool = False
     last_losses: dict[str, float] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
