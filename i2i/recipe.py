@@ -68,6 +68,7 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
             Param("log_every", int, 10, "steps between loss log lines", minimum=1),
             Param("sample_every", int, 200, "steps between sample grids", minimum=0),
             Param("checkpoint_every", int, 5, "epochs between kept checkpoints", minimum=0),
+            Param("checkpoint_minutes", float, 10.0, "also refresh latest.pt this often (0: off)", minimum=0),
             Param("num_samples", int, 4, "images in each sample grid", minimum=1),
             Param("tensorboard", bool, True, "also write TensorBoard events when installed"),
             Param("evaluate", bool, True, "evaluate on the eval split when training ends"),

@@ -337,6 +337,7 @@ class Trainer:
         epoch_sum, epoch_count = 0.0, 0
         start = self._session_start = time.perf_counter()
         first_step = self.step
+        last_save = start
         last: dict[str, float] = {}
         shown = ""
         progress = Progress(
@@ -383,6 +384,9 @@ class Trainer:
                         self._log(log, writer, last, self.elapsed())
                         sums.clear()
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
+                    if cfg["checkpoint_minutes"] > 0 and now - last_save > 60 * cfg["checkpoint_minutes"]:
+                        self.save()  # mid-epoch too: a hard kill loses at most these minutes
+                        last_save = time.perf_counter()
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples(writer)
                     progress.update(

@@ -444,3 +444,13 @@ def test_fid_without_weights_stops_before_training(tiny_recipe, tmp_path, monkey
     with pytest.raises(I2IError, match="never downloads"):
         train(tiny_recipe, 'eval.metrics=["psnr", "fid"]')
     assert not (tmp_path / "runs").exists()
+
+
+def test_latest_checkpoint_is_refreshed_mid_epoch_on_a_timer(tiny_recipe):
+    recipe = resolved(tiny_recipe, "train.max_steps=3", "train.checkpoint_minutes=0.000001")
+    trainer = start_run(recipe, get_host(), show_progress=False)
+    saved_at = []
+    save = trainer.save
+    trainer.save = lambda name="latest.pt": saved_at.append(trainer.step) or save(name)
+    trainer.run()
+    assert saved_at[:3] == [1, 2, 3]  # inside the first 4-step epoch, not only at its end
