@@ -24,8 +24,12 @@ def _mix(*values: int) -> int:
     return x & 0x7FFFFFFFFFFFFFFF
 
 
-class EpochSampler(Sampler[int]):
-    """Shuffles with a permutation fixed by (seed, epoch); can start part-way into an epoch."""
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffles with a permutation fixed by (seed, epoch); can start part-way into an epoch.
+
+    It yields ``(epoch, index)`` keys, so the dataset learns the epoch from the key itself: this
+    works in persistent DataLoader workers, which never see attributes changed after they start.
+    """
 
     def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
         self.size = size
@@ -38,13 +42,13 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
         self.start = start
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
             order = torch.randperm(self.size, generator=gen).tolist()
         else:
             order = list(range(self.size))
-        return iter(order[self.start :])
+        return iter([(self.epoch, i) for i in order[self.start :]])
 
     def __len__(self) -> int:
         return self.size - self.start
@@ -53,19 +57,20 @@ class EpochSampler(Sampler[int]):
 class SeededItems(Dataset):
     """Wraps a dataset so that each item's random jitter is drawn from its own seeded stream.
 
-    The global RNG is forked around each item, so loading data in the main process does not
-    disturb the random numbers the training step uses (dropout, latent codes).
+    Items are fetched by ``(epoch, index)`` keys (see :class:`EpochSampler`). The global RNG is
+    forked around each item, so loading data in the main process does not disturb the random
+    numbers the training step uses (dropout, latent codes).
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(_mix(self.seed, self.epoch, index))  # CPU only: fast
+            torch.default_generator.manual_seed(_mix(self.seed, epoch, index))  # CPU only: fast
             return self.dataset[index]

@@ -139,6 +139,7 @@ class Trainer:
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=recipe["data"]["num_workers"],
+            persistent_workers=recipe["data"]["num_workers"] > 0,  # no re-forking every epoch
             pin_memory=self.device.type == "cuda",
         )
         self.steps_per_epoch = math.ceil(len(dataset) / batch_size)
@@ -365,7 +366,6 @@ class Trainer:
                 losses="",
             )
             while self.epoch < self.total_epochs and self.step < total_steps and not self._stop_requested:
-                self.items.epoch = self.epoch
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.loader.batch_size)
                 for batch in self.loader:
                     logs = self.train_step(batch)

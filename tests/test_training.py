@@ -146,9 +146,11 @@ def test_run_directory_contents_and_lr_policy(tiny_recipe):
     assert state["step"] == 16 and state["recipe"]["generator"]["num_downs"] == 5
 
 
-def test_same_seed_same_losses(tiny_recipe):
-    _, a = train(tiny_recipe, "train.max_steps=5")
-    _, b = train(tiny_recipe, "train.max_steps=5")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_same_seed_same_losses(tiny_recipe, workers):
+    """Identical logs across runs, and whatever the number of (persistent) loader workers."""
+    _, a = train(tiny_recipe, "train.max_steps=6")
+    _, b = train(tiny_recipe, "train.max_steps=6", f"data.num_workers={workers}")  # spans 2 epochs
     keys = ["D_real", "D_fake", "G_cgan", "G_l1"]
     la, lb = read_log(a.run_dir / "log.jsonl"), read_log(b.run_dir / "log.jsonl")
     assert [[r[k] for k in keys] for r in la] == [[r[k] for k in keys] for r in lb]
