@@ -10,6 +10,7 @@ from torch import nn
 
 from i2i.errors import I2IError
 from i2i.losses import Loss
+from i2i.metrics import Metric
 from i2i.nn_init import init_weights
 from i2i.plugins import PluginHost
 from i2i.recipe import HOST_SETTINGS, Recipe
@@ -66,6 +67,15 @@ def build_losses(recipe: Recipe, host: PluginHost) -> list[tuple[str, Loss]]:
             raise I2IError(f"loss {table['name']!r} did not build an i2i.Loss.")
         losses.append((table["name"], loss))
     return losses
+
+
+def build_metrics(entries: list[str | dict[str, Any]], host: PluginHost) -> dict[str, Metric]:
+    """Metrics from ``eval.metrics`` entries: names, or tables of a name and parameters."""
+    metrics = {}
+    for entry in entries:
+        table = {"name": entry} if isinstance(entry, str) else entry
+        metrics[table["name"]] = host.registry("metric").build(table["name"], **_params(table))
+    return metrics
 
 
 def build_discriminator(

@@ -20,7 +20,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from i2i.build import build_dataset, build_generator, generate, pick_device
+from i2i.build import build_dataset, build_generator, build_metrics, generate, pick_device
 from i2i.checkpoint import load_checkpoint
 from i2i.errors import CheckpointError, I2IError
 from i2i.imaging import save_triplet_grid, to_unit
@@ -128,10 +128,6 @@ def evaluate(
             title=f"{extra.get('experiment', '') if extra else ''} — {mode} mode, {n} images",
         )
     return summary
-
-
-def build_metrics(names: list[str], host: PluginHost) -> dict[str, Metric]:
-    return {name: host.registry("metric").build(name) for name in names}
 
 
 def evaluate_checkpoint(

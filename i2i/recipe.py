@@ -84,7 +84,12 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
                 ["eval"],
                 "'eval': eval-mode networks; 'train': dropout and batch statistics on",
             ),
-            Param("metrics", list[str], ["l1", "psnr", "ssim"]),
+            Param(
+                "metrics",
+                list[str | dict],
+                ["l1", "psnr", "ssim"],
+                'names, or tables with parameters: { name = "fid", weights = "..." }',
+            ),
             Param("max_items", int, 0, "evaluate at most this many images (0: all)", minimum=0),
             Param("batch_size", int, 1, minimum=1),
         ]
@@ -175,7 +180,8 @@ def _check_table(
         param = params.get(key)
         if param is None:
             if not open_ended:
-                problems.append(f"{where}.{key}: unknown setting. {suggest(key, params)}")
+                hint = suggest(key, params) if params else "It takes no settings."
+                problems.append(f"{where}.{key}: unknown setting. {hint}")
             else:
                 out[key] = value
             continue
@@ -271,8 +277,11 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
         checked = _check_component(entry, f"losses.{label}", "loss", host, problems)
         if checked is not None:
             out["losses"].append(checked)
-    for i, metric in enumerate(out.get("eval", {}).get("metrics", [])):
-        if metric not in host.registry("metric"):
+    metrics = out.get("eval", {}).get("metrics", [])
+    for i, metric in enumerate(metrics):
+        if isinstance(metric, dict):
+            metrics[i] = _check_component(metric, f"eval.metrics.{i}", "metric", host, problems) or metric
+        elif metric not in host.registry("metric"):
             problems.append(
                 f"eval.metrics[{i}] = {metric!r}: unknown metric. "
                 f"{suggest(metric, host.registry('metric').names())}"

@@ -32,7 +32,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 
 from i2i import __version__
-from i2i.build import Model, build_dataset, build_model, pick_device
+from i2i.build import Model, build_dataset, build_metrics, build_model, pick_device
 from i2i.checkpoint import load_checkpoint, save_checkpoint
 from i2i.data import EpochSampler, SeededItems
 from i2i.errors import CheckpointError, DataError, I2IError
@@ -73,7 +73,7 @@ def plugins_used(recipe: Recipe, host: PluginHost) -> dict[str, str]:
     if "discriminator" in recipe:
         pairs.append(("discriminator", recipe["discriminator"]["name"]))
     pairs += [("loss", t["name"]) for t in recipe["losses"]]
-    pairs += [("metric", m) for m in recipe["eval"]["metrics"]]
+    pairs += [("metric", m if isinstance(m, str) else m["name"]) for m in recipe["eval"]["metrics"]]
     for kind, name in pairs:
         provider = host.registry(kind).get(name).provider
         used[provider.plugin] = str(provider)
@@ -499,8 +499,7 @@ def start_run(
     stops the run before training rather than after it.
     """
     if recipe["train"]["evaluate"]:
-        for name in recipe["eval"]["metrics"]:
-            host.registry("metric").build(name)
+        build_metrics(recipe["eval"]["metrics"], host)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         if not run_dir.is_dir():

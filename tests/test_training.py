@@ -456,3 +456,21 @@ def test_latest_checkpoint_is_refreshed_mid_epoch_on_a_timer(tiny_recipe):
     trainer.save = lambda name="latest.pt": saved_at.append(trainer.step) or save(name)
     trainer.run()
     assert saved_at[:3] == [1, 2, 3]  # inside the first 4-step epoch, not only at its end
+
+
+def test_metrics_take_parameters_in_the_recipe(tiny_recipe, tmp_path):
+    from i2i.errors import RecipeError
+
+    with pytest.raises(RecipeError) as caught:
+        resolved(
+            tiny_recipe, 'eval.metrics=["l1", {name = "ssim", win_size = 5}, {name = "psnr", bogus = 1}]'
+        )
+    assert caught.value.problems == [
+        "eval.metrics.2.bogus: unknown setting. It takes no settings."
+    ]
+    missing = tmp_path / "inception.pth"
+    with pytest.raises(I2IError, match=str(missing)):
+        train(tiny_recipe, f'eval.metrics=[{{name = "fid", weights = "{missing}"}}]')
+    _, result = train(tiny_recipe, "train.max_steps=1", 'eval.metrics=["l1", {name = "ssim", win_size = 5}]')
+    [summary] = evaluate_checkpoint(result.run_dir, get_host(), show_progress=False)
+    assert set(summary["metrics"]) == {"l1", "ssim"}
