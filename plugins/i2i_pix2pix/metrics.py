@@ -108,7 +108,8 @@ def _missing_weights_message(path: Path) -> str:
     return (
         f"fid: the Inception-v3 weights file {path} does not exist. FID needs a torchvision "
         f"inception_v3 state dict (for example the official inception_v3_google-0cc3c7bd.pth). "
-        f"Copy it to {DEFAULT_FID_WEIGHTS} or set {FID_WEIGHTS_ENV}=/path/to/file.pth. "
+        f"Copy it to {DEFAULT_FID_WEIGHTS}, set {FID_WEIGHTS_ENV}=/path/to/file.pth, or name it in the "
+        f'recipe: eval.metrics = [..., {{ name = "fid", weights = "/path/to/file.pth" }}]. '
         f"i2i never downloads it at run time."
     )
 
