@@ -167,6 +167,7 @@ class Trainer:
         self.step = 0
         self._elapsed_before = 0.0
         self._pending_log: dict[str, Any] = {}
+        self._epoch_loss: list[Any] = [0.0, 0]  # sum and count of G's loss this epoch (plateau policy)
         self._session_start = time.perf_counter()
         self.sample_inputs = self._sample_batch(dataset)
         self.sample_z = None
@@ -208,6 +209,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed(),
             "pending_log": {k: float(v) for k, v in self._pending_log.items()},
+            "epoch_loss": [float(self._epoch_loss[0]), self._epoch_loss[1]],
             "generator": m.generator.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "sched_G": self.sched_G.state_dict(),
@@ -239,6 +241,7 @@ class Trainer:
             self.batch_in_epoch = int(state["batch_in_epoch"])
             self._elapsed_before = float(state.get("elapsed", 0.0))
             self._pending_log = dict(state.get("pending_log", {}))
+            self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
             torch.set_rng_state(state["rng"]["torch"])
             if state["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -335,7 +338,6 @@ class Trainer:
         total_steps = self.total_steps()
         cfg = self.train_cfg
         sums = self._pending_log  # losses since the last log line (kept across a resume)
-        epoch_sum, epoch_count = 0.0, 0
         start = self._session_start = time.perf_counter()
         first_step = self.step
         last_save = start
@@ -374,8 +376,8 @@ class Trainer:
                     for k, v in logs.items():
                         sums[k] = sums.get(k, 0.0) + v
                     sums["_steps"] = sums.get("_steps", 0) + 1
-                    epoch_sum = epoch_sum + logs["G_total"]
-                    epoch_count += 1
+                    self._epoch_loss[0] = self._epoch_loss[0] + logs["G_total"]
+                    self._epoch_loss[1] += 1
                     now = time.perf_counter()
                     rate = (self.step - first_step) / max(now - start, 1e-9)
                     if self.step % cfg["log_every"] == 0 or self.step == total_steps:
@@ -395,8 +397,7 @@ class Trainer:
                     if self.step >= total_steps or self._stop_requested:
                         break
                 if self.batch_in_epoch >= self.steps_per_epoch:
-                    self._end_epoch(float(epoch_sum) / max(epoch_count, 1))
-                    epoch_sum, epoch_count = 0.0, 0
+                    self._end_epoch(float(self._epoch_loss[0]) / max(self._epoch_loss[1], 1))
         finished = not self._stop_requested
         self.write_samples(writer)
         self.save()
@@ -433,6 +434,7 @@ class Trainer:
                     writer.add_scalar(k, v, self.step)
 
     def _end_epoch(self, epoch_metric: float) -> None:
+        self._epoch_loss = [0.0, 0]
         step_scheduler(self.sched_G, epoch_metric)
         if self.sched_D is not None:
             step_scheduler(self.sched_D, epoch_metric)
