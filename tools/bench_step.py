@@ -21,6 +21,13 @@ import time
 
 import torch
 
+VARIANTS = ("baseline", "fused_adam", "i2i")
+LABELS = {
+    "baseline": "baseline (default Adam, default malloc)",
+    "fused_adam": "fused Adam only",
+    "i2i": "i2i (fused Adam, tuned malloc)",
+}
+
 
 def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: int) -> list[float]:
     """Time `steps` training steps of one variant in this process; returns seconds per step."""
@@ -32,6 +39,7 @@ def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: in
 
     if variant == "i2i":
         tune_allocator()
+    fused = variant in ("i2i", "fused_adam")
     torch.manual_seed(seed)
     recipe = resolve(
         {
@@ -40,12 +48,10 @@ def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: in
             "generator": {"name": "unet_256" if size >= 256 else "unet_128", "ngf": ngf},
             "discriminator": {"name": "patchgan", "ndf": ngf},
             "losses": [{"name": "cgan"}, {"name": "l1", "weight": 100.0}],
-            "optim": {"fused": variant == "i2i"},
+            "optim": {"fused": fused},
         },
         get_host(),
     )
-    if variant == "baseline":
-        recipe["optim"]["fused"] = False
     model = build_model(recipe, get_host(), 3, 3)
     # A Trainer without a dataset: borrow its step, feed it fixed random images.
     trainer = Trainer.__new__(Trainer)
@@ -54,7 +60,7 @@ def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: in
 
     def adam(params):
         kwargs = dict(lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]))
-        if variant == "i2i":
+        if fused:
             return torch.optim.Adam(params, fused=True, **kwargs)
         return torch.optim.Adam(params, **kwargs)  # torch's default choice, as the reference
 
@@ -77,14 +83,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per process")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="alternating process pairs")
-    parser.add_argument("--child", choices=["baseline", "i2i"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.size, args.ngf, args.steps, args.warmup, 0)))
         return
-    results: dict[str, list[float]] = {"baseline": [], "i2i": []}
+    results: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
-        for variant in ("baseline", "i2i") if r % 2 == 0 else ("i2i", "baseline"):
+        for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
             out = subprocess.run(
                 [
                     sys.executable,
@@ -110,14 +116,12 @@ def main() -> None:
                 f"{statistics.median(results[variant]):.3f} s/step",
                 file=sys.stderr,
             )
-    base, ours = statistics.median(results["baseline"]), statistics.median(results["i2i"])
-    print(
-        f"size {args.size}, ngf {args.ngf}, {torch.get_num_threads()} threads, "
-        f"{len(results['i2i'])} steps each"
-    )
-    print(f"baseline (default Adam, default malloc): {base:.3f} s/step ({1 / base:.2f} img/s)")
-    print(f"i2i      (fused Adam, tuned malloc):     {ours:.3f} s/step ({1 / ours:.2f} img/s)")
-    print(f"speed-up: {base / ours:.2f}x")
+    base = statistics.median(results["baseline"])
+    steps = len(results["i2i"])
+    print(f"size {args.size}, ngf {args.ngf}, {torch.get_num_threads()} threads, {steps} steps each")
+    for variant, label in LABELS.items():
+        t = statistics.median(results[variant])
+        print(f"{label:42s} {t:.3f} s/step ({1 / t:.2f} img/s)  {base / t:.2f}x")
 
 
 if __name__ == "__main__":
