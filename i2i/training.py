@@ -369,7 +369,7 @@ class Trainer:
             )
             while self.epoch < self.total_epochs and self.step < total_steps and not self._stop_requested:
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.loader.batch_size)
-                for batch in self.loader:
+                for batch in self._batches():
                     logs = self.train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
@@ -411,6 +411,25 @@ class Trainer:
             interrupted=self._stop_requested,
             last_losses=last,
         )
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """The epoch's batches; a data error saves the progress so far before it stops the run."""
+        batches = iter(self.loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except I2IError as exc:  # between two steps, so the state is consistent
+                self.save()
+                message = str(exc)
+                if "Original Traceback" in message:  # raised in a DataLoader worker
+                    message = message.rsplit(f"{type(exc).__name__}: ", 1)[-1].strip()
+                raise type(exc)(
+                    f"{message} Training stopped at step {self.step} and its progress is saved: "
+                    f"fix the data, then continue with --resume {self.run_dir}."
+                ) from None
+            yield batch
 
     def elapsed(self) -> float:
         """Training seconds so far, across resumed sessions."""

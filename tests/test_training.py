@@ -18,7 +18,7 @@ from PIL import Image
 
 import i2i
 from i2i.checkpoint import load_checkpoint, save_checkpoint
-from i2i.errors import CheckpointError, I2IError
+from i2i.errors import CheckpointError, DataError, I2IError
 from i2i.evaluate import evaluate_checkpoint
 from i2i.plugins import PluginHost, get_host
 from i2i.recipe import load_recipe, resolve
@@ -465,12 +465,27 @@ def test_metrics_take_parameters_in_the_recipe(tiny_recipe, tmp_path):
         resolved(
             tiny_recipe, 'eval.metrics=["l1", {name = "ssim", win_size = 5}, {name = "psnr", bogus = 1}]'
         )
-    assert caught.value.problems == [
-        "eval.metrics.2.bogus: unknown setting. It takes no settings."
-    ]
+    assert caught.value.problems == ["eval.metrics.2.bogus: unknown setting. It takes no settings."]
     missing = tmp_path / "inception.pth"
     with pytest.raises(I2IError, match=str(missing)):
         train(tiny_recipe, f'eval.metrics=[{{name = "fid", weights = "{missing}"}}]')
     _, result = train(tiny_recipe, "train.max_steps=1", 'eval.metrics=["l1", {name = "ssim", win_size = 5}]')
     [summary] = evaluate_checkpoint(result.run_dir, get_host(), show_progress=False)
     assert set(summary["metrics"]) == {"l1", "ssim"}
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_corrupt_image_mid_run_saves_progress_and_says_how_to_resume(tmp_path, workers):
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    for i in range(1, 4):
+        (data / f"{i}.jpg").write_bytes((SAMPLE / "train" / f"{i}.jpg").read_bytes())
+    (data / "4.jpg").write_bytes((SAMPLE / "train" / "4.jpg").read_bytes()[:300])  # truncated
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY.format(out=tmp_path / "runs", root=tmp_path / "data"))
+    with pytest.raises(DataError) as caught:
+        train(recipe, f"data.num_workers={workers}")
+    message = str(caught.value)
+    assert "4.jpg" in message and "--resume" in message and "Traceback" not in message
+    state = load_checkpoint(tmp_path / "runs" / "tiny")
+    assert state["step"] == int(message.split("stopped at step ")[1].split()[0])
