@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from i2i.errors import I2IError
+from i2i.errors import DataError, I2IError
 
 DEBUG_ENV = "I2I_DEBUG"
 
@@ -159,8 +159,15 @@ def run(
         )
         raise typer.Exit(code=130)
     if resolved["train"]["evaluate"]:
-        summaries = evaluate_checkpoint(result.run_dir, host, show_progress=not no_progress, console=err)
-        out.print(summary_table(summaries))
+        try:
+            summaries = evaluate_checkpoint(result.run_dir, host, show_progress=not no_progress, console=err)
+            out.print(summary_table(summaries))
+        except DataError as exc:  # the model is trained and saved; only its evaluation is missing
+            err.print(
+                f"[yellow]Evaluation skipped: {escape(str(exc))} Evaluate later with "
+                f"'i2i eval {escape(str(result.run_dir))} --data-root PATH --split NAME'.[/yellow]",
+                soft_wrap=True,
+            )
     page = write_index(result.run_dir)
     out.print(f"Report: {escape(str(page))}")
 

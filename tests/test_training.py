@@ -489,3 +489,18 @@ def test_a_corrupt_image_mid_run_saves_progress_and_says_how_to_resume(tmp_path,
     assert "4.jpg" in message and "--resume" in message and "Traceback" not in message
     state = load_checkpoint(tmp_path / "runs" / "tiny")
     assert state["step"] == int(message.split("stopped at step ")[1].split()[0])
+
+
+def test_run_without_an_eval_split_still_finishes_with_a_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from i2i.cli import app
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train").symlink_to(SAMPLE / "train")  # no test split
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TINY.format(out=tmp_path / "runs", root=tmp_path / "data"))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--no-progress", "--set", "train.max_steps=2"])
+    assert result.exit_code == 0, result.output
+    assert "Evaluation skipped" in result.output and "i2i eval" in result.output
+    assert (tmp_path / "runs" / "tiny" / "index.html").is_file()
