@@ -20,7 +20,7 @@ import pluggy
 
 from i2i import hookspecs
 from i2i.errors import DuplicateComponentError, I2IError
-from i2i.registry import Provider, Registry
+from i2i.registry import UNKNOWN_PROVIDER, Provider, Registry
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 STRICT_ENV = "I2I_STRICT_PLUGINS"
@@ -154,7 +154,7 @@ class PluginHost:
             except Exception as exc:
                 registry._remove_provider(impl.plugin_name)
                 self._fail(impl.plugin_name, provider, f"running {hook}", exc)
-        registry._set_provider(Provider(plugin="<direct>"))
+        registry._set_provider(UNKNOWN_PROVIDER)
         return registry
 
     # -- queries ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from i2i.errors import I2IError, RecipeError, UnknownComponentError, suggest
+from i2i.errors import I2IError, RecipeError, suggest
 from i2i.plugins import PluginHost
 from i2i.schema import Param, accepts_extra, coerce, describe, factory_params, matches
 
@@ -222,7 +222,7 @@ def _check_component(
         return None
     try:
         component = host.registry(kind).get(name)
-    except (UnknownComponentError, I2IError) as exc:
+    except I2IError as exc:  # unknown, or provided twice
         problems.append(f"{where}.name = {name!r}: {exc}")
         return None
     params = factory_params(component.factory)

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 
 from i2i import __version__
-from i2i.build import Model, build_dataset, build_metrics, build_model, pick_device
+from i2i.build import Model, build_dataset, build_metrics, build_model, generate, pick_device
 from i2i.checkpoint import load_checkpoint, save_checkpoint
 from i2i.data import EpochSampler, SeededItems
 from i2i.errors import CheckpointError, DataError, I2IError
@@ -96,9 +96,11 @@ class RunResult:
     run_dir: Path
     step: int
     epoch: int
-    finished: bool
     interrupted: bool = False
-    last_losses: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return not self.interrupted
 
 
 class Trainer:
@@ -167,6 +169,7 @@ class Trainer:
         self.step = 0
         self._elapsed_before = 0.0
         self._pending_log: dict[str, Any] = {}
+        self._saved: tuple[int, float] = (-1, time.perf_counter())  # step and time of latest.pt
         self._epoch_loss: list[Any] = [0.0, 0]  # sum and count of G's loss this epoch (plateau policy)
         self._session_start = time.perf_counter()
         self.sample_inputs = self._sample_batch(dataset)
@@ -253,7 +256,14 @@ class Trainer:
             ) from None
 
     def save(self, name: str = "latest.pt") -> Path:
-        return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / name)
+        """Write a checkpoint; ``latest.pt`` is not rewritten for a step it already holds."""
+        path = self.run_dir / "checkpoints" / name
+        if name == "latest.pt" and self._saved[0] == self.step and path.is_file():
+            return path
+        save_checkpoint(self.state_dict(), path)
+        if name == "latest.pt":
+            self._saved = (self.step, time.perf_counter())
+        return path
 
     # -- one step --------------------------------------------------------------------------------
     def _draw_z(self, batch: int) -> torch.Tensor | None:
@@ -267,7 +277,7 @@ class Trainer:
         real_A = batch["A"].to(self.device, non_blocking=True)
         real_B = batch["B"].to(self.device, non_blocking=True)
         z = self._draw_z(real_A.shape[0])
-        fake_B = G(real_A, z) if z is not None else G(real_A)
+        fake_B = generate(G, real_A, z)
         ctx = StepContext(real_A, real_B, G, D, fake_B, z, self._draw_z)
 
         if D is not None:
@@ -340,7 +350,8 @@ class Trainer:
         sums = self._pending_log  # losses since the last log line (kept across a resume)
         start = self._session_start = time.perf_counter()
         first_step = self.step
-        last_save = start
+        save_every_s = 60 * cfg["checkpoint_minutes"]
+        self._saved = (self._saved[0], start)
         last: dict[str, float] = {}
         shown = ""
         progress = Progress(
@@ -386,9 +397,8 @@ class Trainer:
                         self._log(log, writer, last, self.elapsed())
                         sums.clear()
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
-                    if cfg["checkpoint_minutes"] > 0 and now - last_save > 60 * cfg["checkpoint_minutes"]:
+                    if save_every_s > 0 and now - self._saved[1] > save_every_s:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
-                        last_save = time.perf_counter()
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples(writer)
                     progress.update(
@@ -398,19 +408,11 @@ class Trainer:
                         break
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self._end_epoch(float(self._epoch_loss[0]) / max(self._epoch_loss[1], 1))
-        finished = not self._stop_requested
         self.write_samples(writer)
         self.save()
         if writer is not None:
             writer.close()
-        return RunResult(
-            self.run_dir,
-            self.step,
-            self.epoch,
-            finished,
-            interrupted=self._stop_requested,
-            last_losses=last,
-        )
+        return RunResult(self.run_dir, self.step, self.epoch, interrupted=self._stop_requested)
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """The epoch's batches; a data error saves the progress so far before it stops the run."""
@@ -486,7 +488,7 @@ class Trainer:
         G.eval()
         A, B = self.sample_inputs
         A_dev = A.to(self.device)
-        fake = G(A_dev, self.sample_z) if self.sample_z is not None else G(A_dev)
+        fake = generate(G, A_dev, self.sample_z)
         G.train(was_training)
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         save_triplet_grid(list(zip(A, fake.cpu(), B, strict=True)), path)
