@@ -5,6 +5,7 @@ from i2i.hookspecs import hookimpl, hookspec
 from i2i.losses import Loss, StepContext
 from i2i.metrics import Metric
 from i2i.registry import Component, Provider, Registry
+from i2i.sampling import Sampler
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "Metric",
     "Provider",
     "Registry",
+    "Sampler",
     "StepContext",
     "__version__",
     "hookimpl",

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from i2i.errors import I2IError
+from i2i.data import EpochSampler, SeededItems
+from i2i.errors import DataError, I2IError
 from i2i.losses import Loss
 from i2i.metrics import Metric
 from i2i.nn_init import init_weights
 from i2i.plugins import PluginHost
 from i2i.recipe import HOST_SETTINGS, Recipe
+from i2i.sampling import latent_dim
+from i2i.schedules import make_scheduler
 
 DATA_HOST_KEYS = set(HOST_SETTINGS["data"])
 
@@ -115,14 +120,20 @@ class Model:
 
     @property
     def latent_dim(self) -> int:
-        return int(getattr(self.generator, "latent_dim", 0) or 0)
+        return latent_dim(self.generator)
 
 
 def build_model(
     recipe: Recipe, host: PluginHost, input_nc: int, output_nc: int, initialise: bool = True
 ) -> Model:
+    """G, the losses (set up with G's latent size, so they can build networks of their own) and D.
+
+    Losses initialise the networks they own themselves: one may hold pretrained weights.
+    """
     generator = build_generator(recipe, host, input_nc, output_nc)
     losses = build_losses(recipe, host)
+    for _, loss in losses:
+        loss.setup(input_nc=input_nc, output_nc=output_nc, latent_dim=latent_dim(generator))
     discriminator = build_discriminator(recipe, host, losses, input_nc, output_nc)
     if initialise and recipe["train"]["init"] != "none":
         for net in (generator, discriminator):
@@ -131,11 +142,100 @@ def build_model(
     return Model(generator, discriminator, losses, input_nc, output_nc)
 
 
-def generate(generator: nn.Module, inputs: torch.Tensor, z: torch.Tensor | None = None):
-    """Run G, passing a latent code when it declares one (drawn from N(0, I) if not given)."""
-    latent_dim = int(getattr(generator, "latent_dim", 0) or 0)
-    if latent_dim <= 0:
-        return generator(inputs)
-    if z is None:
-        z = torch.randn(inputs.shape[0], latent_dim, device=inputs.device)
-    return generator(inputs, z)
+
+
+def make_adam(params, optim: dict[str, Any], lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the recipe's betas; the fused kernel when ``optim.fused`` and the device has one."""
+    kwargs = dict(lr=lr, betas=(optim["beta1"], optim["beta2"]), weight_decay=optim["weight_decay"])
+    if optim["fused"]:
+        try:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # no fused kernel for this device or torch version: use the multi-tensor one
+    return torch.optim.Adam(params, foreach=None if device.type == "mps" else True, **kwargs)
+
+
+@dataclass
+class Optimised:
+    """One optimiser and its learning-rate schedule."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+
+@dataclass
+class Training:
+    """Everything a training run needs, assembled from a recipe: see :func:`build_training`."""
+
+    device: torch.device
+    dataset: Any
+    items: SeededItems
+    sampler: EpochSampler
+    loader: DataLoader
+    steps_per_epoch: int
+    model: Model
+    #: ``"G"`` always; ``"D"`` when there is a discriminator; ``"losses"`` when losses own
+    #: trainable parameters (stepped together with G, at G's learning rate).
+    optimised: dict[str, Optimised]
+
+
+def loss_parameters(model: Model) -> list[nn.Parameter]:
+    """The trainable parameters owned by the losses (e.g. BicycleGAN's encoder)."""
+    return [p for _, loss in model.losses for p in loss.parameters() if p.requires_grad]
+
+
+def build_training(recipe: Recipe, host: PluginHost) -> Training:
+    """Data, networks, optimisers and schedules of a run, all on the recipe's device.
+
+    Seeds torch and Python first, so the same recipe builds the same initial weights.
+    """
+    import random
+
+    device = pick_device(recipe["experiment"]["device"])
+    seed = recipe["experiment"]["seed"]
+    torch.manual_seed(seed)
+    random.seed(seed)
+    dataset = build_dataset(recipe, host, "train")
+    if len(dataset) == 0:
+        raise DataError(f"The training split of {recipe['data'].get('root', 'the dataset')} holds no images.")
+    items = SeededItems(dataset, seed)
+    sampler = EpochSampler(len(dataset), seed)
+    data = recipe["data"]
+    loader = DataLoader(
+        items,
+        batch_size=data["batch_size"],
+        sampler=sampler,
+        num_workers=data["num_workers"],
+        persistent_workers=data["num_workers"] > 0,  # no re-forking every epoch
+        pin_memory=device.type == "cuda",
+    )
+    model = build_model(recipe, host, dataset.input_nc, dataset.output_nc)
+    model.generator.to(device)
+    if model.discriminator is not None:
+        model.discriminator.to(device)
+    for _, loss in model.losses:
+        loss.to(device)
+
+    optim, train = recipe["optim"], recipe["train"]
+
+    def optimised(params, lr: float) -> Optimised:
+        opt = make_adam(params, optim, lr, device)
+        return Optimised(opt, make_scheduler(opt, optim, train))
+
+    parts = {"G": optimised(model.generator.parameters(), optim["lr"])}
+    if model.discriminator is not None:
+        lr_D = optim["lr"] if optim["lr_D"] is None else optim["lr_D"]
+        parts["D"] = optimised(model.discriminator.parameters(), lr_D)
+    owned = loss_parameters(model)
+    if owned:
+        parts["losses"] = optimised(owned, optim["lr"])
+    return Training(
+        device=device,
+        dataset=dataset,
+        items=items,
+        sampler=sampler,
+        loader=loader,
+        steps_per_epoch=math.ceil(len(dataset) / data["batch_size"]),
+        model=model,
+        optimised=parts,
+    )

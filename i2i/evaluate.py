@@ -20,7 +20,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from i2i.build import build_dataset, build_generator, build_metrics, generate, pick_device
+from i2i.build import build_dataset, build_generator, build_metrics, pick_device
 from i2i.checkpoint import load_checkpoint
 from i2i.errors import CheckpointError, I2IError
 from i2i.imaging import save_triplet_grid, to_unit
@@ -28,6 +28,7 @@ from i2i.metrics import Metric
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe
 from i2i.report import write_gallery
+from i2i.sampling import generate
 
 MODES = ("eval", "train")
 

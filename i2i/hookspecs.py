@@ -57,3 +57,12 @@ def i2i_register_datasets(registry: Registry) -> None:
 @hookspec
 def i2i_register_metrics(registry: Registry) -> None:
     """Register evaluation metric factories: ``factory(**params) -> i2i.metrics.Metric``."""
+
+
+@hookspec
+def i2i_register_samplers(registry: Registry) -> None:
+    """Register sampler factories for the diversity experiment: ``factory(**params) -> i2i.Sampler``.
+
+    See :class:`i2i.sampling.Sampler`: a sampler draws several outputs for one input from a trained
+    generator (test-time dropout, a random latent code, ...).
+    """

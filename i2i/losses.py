@@ -8,6 +8,15 @@ The loop builds one :class:`StepContext` per step, then
 A loss therefore decides itself whether it trains D, how D is fed (conditioned on the input or not),
 whether it needs a second generator sample (``ctx.sample()``, for mode-seeking or diversity losses)
 or the discriminator's features (``ctx.discriminator_features()``).
+
+A loss may own trainable networks (BicycleGAN's encoder, a perceptual head being fine-tuned): it
+builds them in :meth:`Loss.setup`, once the host knows the channels and the generator's latent size,
+and from then on they are ordinary parameters of the loss module. The loop optimises every loss's
+parameters with one extra Adam, stepped together with G's (same learning rate, betas and schedule),
+on the gradient of the generator objective; checkpoints store each loss's ``state_dict`` and that
+optimiser, so such a loss resumes exactly. Parameters a loss wants frozen it marks
+``requires_grad=False``; a term that must not train them (a latent regression through the encoder)
+can call the network with detached weights, see :func:`call_frozen`.
 """
 
 from __future__ import annotations
@@ -54,10 +63,16 @@ class StepContext:
         """
         self.logs[name] = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
 
-    def sample(self, key: str = "second") -> tuple[Tensor, Tensor | None]:
-        """Another generator output for ``real_A`` with a fresh latent code: ``(output, z)``."""
+    def sample(self, key: str = "second", z: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Another generator output for ``real_A``: ``(output, z)``, with gradients.
+
+        The latent code is fresh from N(0, I) unless ``z`` is given (an encoded code, say). The first
+        call for a key runs G; later calls (from this or another loss, in the D or the G phase)
+        return the same tensors, so a sample drawn while computing D's loss is reused for G's.
+        """
         if key not in self._samples:
-            z = self._sample_z(self.real_A.shape[0])
+            if z is None:
+                z = self._sample_z(self.real_A.shape[0])
             out = self.generator(self.real_A, z) if z is not None else self.generator(self.real_A)
             self._samples[key] = (out, z)
         return self._samples[key]
@@ -90,6 +105,13 @@ class Loss(nn.Module):
         super().__init__()
         self.weight = float(weight)
 
+    def setup(self, *, input_nc: int, output_nc: int, latent_dim: int) -> None:
+        """Called once by the host after the generator is built and before optimisers exist.
+
+        ``latent_dim`` is the generator's (0 without a latent code). Build owned networks here;
+        the default does nothing.
+        """
+
     def discriminator_loss(self, ctx: StepContext) -> Tensor | None:
         """The term this loss adds to D's objective, or ``None`` (the default) if it adds none."""
         return None
@@ -97,3 +119,13 @@ class Loss(nn.Module):
     def generator_loss(self, ctx: StepContext) -> Tensor | None:
         """The unweighted term this loss adds to G's objective, or ``None``."""
         return None
+
+
+def call_frozen(module: nn.Module, *args: Tensor) -> Tensor:
+    """``module(*args)`` with gradients flowing to the inputs but not to the module's weights.
+
+    For terms that should train what feeds a network but not the network itself, e.g. BicycleGAN's
+    latent regression, which trains G through the encoder while leaving the encoder alone.
+    """
+    frozen = {name: p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(module, frozen, args)

@@ -17,6 +17,10 @@ class Metric:
     higher_is_better: bool = True
     #: Whether :meth:`update` yields one value per image (shown in the per-image CSV).
     per_image: bool = True
+    #: How the diversity experiment can use :meth:`score` between two generated samples:
+    #: ``"distance"`` (the score is a distance, e.g. L1, LPIPS), ``"similarity"`` (1 − score is a
+    #: distance, e.g. SSIM), or ``None`` (not a pairwise measure, e.g. PSNR, FID).
+    diversity: str | None = None
 
     def __init__(self) -> None:
         self.values: list[float] = []

@@ -33,6 +33,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "loss": ("i2i_register_losses", ()),
     "dataset": ("i2i_register_datasets", ("split",)),
     "metric": ("i2i_register_metrics", ()),
+    "sampler": ("i2i_register_samplers", ()),
 }
 
 

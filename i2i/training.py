@@ -7,7 +7,6 @@ weighted sum of the losses' generator terms. Losses decide how D is fed (see :mo
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import signal
@@ -29,35 +28,27 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from torch.utils.data import DataLoader
 
 from i2i import __version__
-from i2i.build import Model, build_dataset, build_metrics, build_model, generate, pick_device
+from i2i.build import Model, build_dataset, build_metrics, build_training
 from i2i.checkpoint import load_checkpoint, save_checkpoint
-from i2i.data import EpochSampler, SeededItems
-from i2i.errors import CheckpointError, DataError, I2IError
+from i2i.errors import CheckpointError, I2IError
 from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
 from i2i.perf import tune_allocator
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe, dumps
-from i2i.schedules import make_scheduler, step_scheduler
+from i2i.sampling import generate
+from i2i.schedules import step_scheduler
 
 #: Logged values shown next to the progress bar (all of them go to the log).
 SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
 
+#: Checkpoint key suffix of each optimised part (opt_G, sched_G, opt_D, ..., opt_L for the losses').
+OPTIMISED_KEYS = {"G": "G", "D": "D", "losses": "L"}
+
 #: Recipe sections that must not change when a run is resumed.
 FROZEN_ON_RESUME = ("data", "generator", "discriminator", "losses")
-
-
-def make_adam(params, optim: dict[str, Any], lr: float, device: torch.device):
-    kwargs = dict(lr=lr, betas=(optim["beta1"], optim["beta2"]), weight_decay=optim["weight_decay"])
-    if optim["fused"]:
-        try:
-            return torch.optim.Adam(params, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            pass  # no fused kernel for this device or torch version: use the multi-tensor one
-    return torch.optim.Adam(params, foreach=None if device.type == "mps" else True, **kwargs)
 
 
 def set_requires_grad(net: torch.nn.Module | None, flag: bool) -> None:
@@ -122,47 +113,15 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         self.train_cfg = recipe["train"]
-        self.device = pick_device(recipe["experiment"]["device"])
-        seed = recipe["experiment"]["seed"]
         state = self._load_resume_state() if resume else None
-
-        torch.manual_seed(seed)
-        random.seed(seed)
-        dataset = build_dataset(recipe, host, "train")
-        if len(dataset) == 0:
-            raise DataError(
-                f"The training split of {recipe['data'].get('root', 'the dataset')} holds no images."
-            )
-        self.items = SeededItems(dataset, seed)
-        self.sampler = EpochSampler(len(dataset), seed)
-        batch_size = recipe["data"]["batch_size"]
-        self.loader = DataLoader(
-            self.items,
-            batch_size=batch_size,
-            sampler=self.sampler,
-            num_workers=recipe["data"]["num_workers"],
-            persistent_workers=recipe["data"]["num_workers"] > 0,  # no re-forking every epoch
-            pin_memory=self.device.type == "cuda",
-        )
-        self.steps_per_epoch = math.ceil(len(dataset) / batch_size)
-        self.model: Model = build_model(recipe, host, dataset.input_nc, dataset.output_nc)
-        self.model.generator.to(self.device)
-        if self.model.discriminator is not None:
-            self.model.discriminator.to(self.device)
-        for _, loss in self.model.losses:
-            loss.to(self.device)
-        optim = recipe["optim"]
-        self.opt_G = make_adam(self.model.generator.parameters(), optim, optim["lr"], self.device)
-        self.sched_G = make_scheduler(self.opt_G, optim, self.train_cfg)
-        self.opt_D = self.sched_D = None
-        if self.model.discriminator is not None:
-            self.opt_D = make_adam(
-                self.model.discriminator.parameters(),
-                optim,
-                optim["lr"] if optim["lr_D"] is None else optim["lr_D"],
-                self.device,
-            )
-            self.sched_D = make_scheduler(self.opt_D, optim, self.train_cfg)
+        parts = build_training(recipe, host)
+        self.device = parts.device
+        self.items, self.sampler, self.loader = parts.items, parts.sampler, parts.loader
+        self.steps_per_epoch = parts.steps_per_epoch
+        self.model: Model = parts.model
+        self.optimised = parts.optimised
+        dataset = parts.dataset
+        seed = recipe["experiment"]["seed"]
         self.total_epochs = self.train_cfg["epochs"] + self.train_cfg["epochs_decay"]
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -214,8 +173,7 @@ class Trainer:
             "pending_log": {k: float(v) for k, v in self._pending_log.items()},
             "epoch_loss": [float(self._epoch_loss[0]), self._epoch_loss[1]],
             "generator": m.generator.state_dict(),
-            "opt_G": self.opt_G.state_dict(),
-            "sched_G": self.sched_G.state_dict(),
+            "losses": [loss.state_dict() for _, loss in m.losses],
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -223,23 +181,24 @@ class Trainer:
             },
         }
         if m.discriminator is not None:
-            state.update(
-                discriminator=m.discriminator.state_dict(),
-                opt_D=self.opt_D.state_dict(),
-                sched_D=self.sched_D.state_dict(),
-            )
+            state["discriminator"] = m.discriminator.state_dict()
+        for key, part in self.optimised.items():
+            state[f"opt_{OPTIMISED_KEYS[key]}"] = part.optimizer.state_dict()
+            state[f"sched_{OPTIMISED_KEYS[key]}"] = part.scheduler.state_dict()
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         m = self.model
         try:
             m.generator.load_state_dict(state["generator"])
-            self.opt_G.load_state_dict(state["opt_G"])
-            self.sched_G.load_state_dict(state["sched_G"])
             if m.discriminator is not None:
                 m.discriminator.load_state_dict(state["discriminator"])
-                self.opt_D.load_state_dict(state["opt_D"])
-                self.sched_D.load_state_dict(state["sched_D"])
+            loss_states = state.get("losses", [{} for _ in m.losses])
+            for (_, loss), loss_state in zip(m.losses, loss_states, strict=True):
+                loss.load_state_dict(loss_state)
+            for key, part in self.optimised.items():
+                part.optimizer.load_state_dict(state[f"opt_{OPTIMISED_KEYS[key]}"])
+                part.scheduler.load_state_dict(state[f"sched_{OPTIMISED_KEYS[key]}"])
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
             self.batch_in_epoch = int(state["batch_in_epoch"])
             self._elapsed_before = float(state.get("elapsed", 0.0))
@@ -254,6 +213,16 @@ class Trainer:
             raise CheckpointError(
                 f"{state.get('path')} does not match this recipe's networks: {exc}"
             ) from None
+
+    # The optimisers, by role; ``opt_G``/``opt_D`` stay attributes for plugins and tests.
+    @property
+    def opt_G(self) -> torch.optim.Optimizer:
+        return self.optimised["G"].optimizer
+
+    @property
+    def opt_D(self) -> torch.optim.Optimizer | None:
+        part = self.optimised.get("D")
+        return part.optimizer if part is not None else None
 
     def save(self, name: str = "latest.pt") -> Path:
         """Write a checkpoint; ``latest.pt`` is not rewritten for a step it already holds."""
@@ -291,7 +260,9 @@ class Trainer:
                 ctx.log("D_total", loss_D)
             set_requires_grad(D, False)
 
-        self.opt_G.zero_grad(set_to_none=True)
+        generator_side = [p for k, p in self.optimised.items() if k != "D"]  # G and losses' own nets
+        for part in generator_side:
+            part.optimizer.zero_grad(set_to_none=True)
         total = None
         for name, loss in self.model.losses:
             term = loss.generator_loss(ctx)
@@ -303,7 +274,8 @@ class Trainer:
         if total is None:
             raise I2IError("None of the recipe's losses gives the generator anything to learn.")
         total.backward()
-        self.opt_G.step()
+        for part in generator_side:
+            part.optimizer.step()
         ctx.log("G_total", total)
         return ctx.logs
 
@@ -456,9 +428,8 @@ class Trainer:
 
     def _end_epoch(self, epoch_metric: float) -> None:
         self._epoch_loss = [0.0, 0]
-        step_scheduler(self.sched_G, epoch_metric)
-        if self.sched_D is not None:
-            step_scheduler(self.sched_D, epoch_metric)
+        for part in self.optimised.values():
+            step_scheduler(part.scheduler, epoch_metric)
         self.epoch += 1
         self.batch_in_epoch = 0
         self.save()

@@ -13,12 +13,13 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import Progress
 
-from i2i.build import generate, pick_device
+from i2i.build import pick_device
 from i2i.checkpoint import load_checkpoint
 from i2i.errors import DataError, I2IError
 from i2i.evaluate import generator_from_checkpoint
 from i2i.imaging import save_image
 from i2i.plugins import PluginHost
+from i2i.sampling import generate
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 

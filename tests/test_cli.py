@@ -91,7 +91,7 @@ def test_list_plugins_shows_components_and_their_packages():
     assert result.exit_code == 0, result.output
     for name in ("unet_256", "resnet_9blocks", "patchgan", "cgan", "aligned", "ssim"):
         assert f"i2i {i2i.__version__} (pix2pix-" in row(result.output, name)
-    for name in ("noise_encoder_decoder", "mode_seeking"):
+    for name in ("noise_encoder_decoder", "latent_spread"):
         assert "i2i-example-plugin 0.1.0 (example)" in row(result.output, name)
     assert "U-Net with 8 downsamplings" in row(result.output, "unet_256")
     assert "failed to load" not in result.output
@@ -111,9 +111,9 @@ def test_list_plugins_json():
         "version": i2i.__version__,
         "description": "",
     }
-    assert by_name["loss", "mode_seeking"]["package"] == "i2i-example-plugin"
+    assert by_name["loss", "latent_spread"]["package"] == "i2i-example-plugin"
     assert by_name["generator", "noise_encoder_decoder"]["plugin"] == "example"
-    assert {"dataset", "discriminator", "generator", "loss", "metric"} == {k for k, _ in by_name}
+    assert {"dataset", "discriminator", "generator", "loss", "metric", "sampler"} == {k for k, _ in by_name}
 
 
 class _Broken:

@@ -370,7 +370,7 @@ def test_providers_of_real_entry_points_are_recorded(installed):
             assert provider.plugin.startswith("pix2pix-")
             assert str(provider) == f"i2i {version}"
     example_version = metadata.version("i2i-example-plugin")
-    for kind, name in (("generator", "noise_encoder_decoder"), ("loss", "mode_seeking")):
+    for kind, name in (("generator", "noise_encoder_decoder"), ("loss", "latent_spread")):
         provider = installed.registry(kind).get(name).provider
         assert provider == Provider("example", "i2i-example-plugin", example_version)
     assert installed.provider_versions(["example", "nope"]) == {

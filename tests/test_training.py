@@ -384,7 +384,7 @@ def test_cli_run_interrupt_and_resume(tiny_recipe, tmp_path):
 
 
 def test_third_party_latent_generator_and_two_sample_loss_train(tmp_path, monkeypatch):
-    """The example plugin's z-generator and mode-seeking loss run through the unchanged loop."""
+    """The example plugin's z-generator and two-sample loss run through the unchanged loop."""
     monkeypatch.chdir(REPO)  # its recipe names samples/facades_mini relative to the repository
     recipe = REPO / "examples" / "i2i-example-plugin" / "recipe.toml"
     _, result = train(
@@ -396,8 +396,8 @@ def test_third_party_latent_generator_and_two_sample_loss_train(tmp_path, monkey
         "eval.max_items=2",
     )
     [entry] = [r for r in read_log(result.run_dir / "log.jsonl") if r["step"] == 2]
-    assert {"G_mode_seeking", "mode_seeking_ratio", "G_cgan", "D_real"} <= set(entry)
-    assert entry["mode_seeking_ratio"] > 0  # two different z gave two different outputs
+    assert {"G_latent_spread", "spread_ratio", "G_cgan", "D_real"} <= set(entry)
+    assert entry["spread_ratio"] > 0  # two different z gave two different outputs
     [summary] = evaluate_checkpoint(result.run_dir, get_host(), show_progress=False)
     assert summary["count"] == 2
 

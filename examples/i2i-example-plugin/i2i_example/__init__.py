@@ -38,25 +38,25 @@ def noise_encoder_decoder(input_nc: int, output_nc: int, latent_dim: int = 8, ng
     return NoiseEncoderDecoder(input_nc, output_nc, latent_dim, ngf)
 
 
-class ModeSeekingLoss(i2i.Loss):
-    """Mode-seeking regulariser: 1 / (|G(A,z1) - G(A,z2)| / |z1 - z2| + eps)."""
+class LatentSpreadLoss(i2i.Loss):
+    """Hinge on the spread of two samples: max(0, margin - |G(A,z1) - G(A,z2)| / |z1 - z2|)."""
 
-    def __init__(self, weight: float, eps: float) -> None:
+    def __init__(self, weight: float, margin: float) -> None:
         super().__init__(weight)
-        self.eps = eps
+        self.margin = margin
 
     def generator_loss(self, ctx: i2i.StepContext) -> Tensor | None:
-        if ctx.z is None:  # a generator without a latent code has nothing to diversify
+        if ctx.z is None:  # a generator without a latent code has nothing to spread
             return None
-        other, z2 = ctx.sample()
+        other, z2 = ctx.sample()  # a second output with a fresh code, shared with other losses
         ratio = (ctx.fake_B - other).abs().mean() / (ctx.z - z2).abs().mean()
-        ctx.log("mode_seeking_ratio", ratio)
-        return 1.0 / (ratio + self.eps)
+        ctx.log("spread_ratio", ratio)
+        return torch.relu(self.margin - ratio)
 
 
-def mode_seeking(weight: float = 1.0, eps: float = 1e-5) -> i2i.Loss:
-    """Mode-seeking loss (MSGAN): rewards different outputs for different latent codes."""
-    return ModeSeekingLoss(weight, eps)
+def latent_spread(weight: float = 1.0, margin: float = 0.2) -> i2i.Loss:
+    """Pushes two outputs for one input apart until they differ by margin per unit of code distance."""
+    return LatentSpreadLoss(weight, margin)
 
 
 @i2i.hookimpl
@@ -66,4 +66,4 @@ def i2i_register_generators(registry):
 
 @i2i.hookimpl
 def i2i_register_losses(registry):
-    registry.add("mode_seeking", mode_seeking)
+    registry.add("latent_spread", latent_spread)
