@@ -117,8 +117,18 @@ def validate(
     show: Annotated[bool, typer.Option("--show", help="Print the resolved recipe.")] = False,
 ) -> None:
     """Check a recipe without running it; every problem is reported at once."""
-    from i2i.recipe import dumps
+    from i2i.diversity.config import is_experiment, load_experiment
+    from i2i.recipe import dumps, load_recipe
 
+    if is_experiment(load_recipe(recipe, set_)):
+        experiment = load_experiment(recipe, _host(), set_)
+        for variant in experiment.variants:
+            if show:
+                out.print(f"# variant {variant.name}")
+                out.print(escape(dumps(variant.recipe)))
+        names = ", ".join(v.name for v in experiment.variants)
+        out.print(f"[green]{escape(str(recipe))} is a valid diversity experiment ({escape(names)}).[/green]")
+        return
     resolved, _ = _resolve(recipe, set_)
     if show:
         out.print(escape(dumps(resolved)))
@@ -170,6 +180,43 @@ def run(
             )
     page = write_index(result.run_dir)
     out.print(f"Report: {escape(str(page))}")
+
+
+@app.command()
+def diversity(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file with a [diversity] section.")],
+    set_: SetOption = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Train or reuse each variant, sample K outputs per input, and report diversity vs quality.
+
+    Rerun the same command to continue an interrupted experiment: finished variants and
+    measurements are reused.
+    """
+    import shlex
+
+    from i2i.diversity.config import load_experiment
+    from i2i.diversity.experiment import DiversityExperiment, ExperimentStopped
+
+    host = _host()
+    experiment = load_experiment(recipe, host, set_)
+    again = shlex.join(["i2i", "diversity", str(recipe), *(f"--set={s}" for s in set_ or [])])
+    err.print(
+        f"Diversity experiment [bold]{escape(experiment.name)}[/bold]: "
+        f"{len(experiment.variants)} variants, folder {escape(str(experiment.root))}"
+    )
+    try:
+        runner = DiversityExperiment(experiment, host, console=err, show_progress=not no_progress)
+        page = runner.run()
+    except (ExperimentStopped, KeyboardInterrupt) as exc:
+        where = f" ({exc})" if isinstance(exc, ExperimentStopped) else ""
+        err.print(
+            f"[yellow]Stopped{escape(where)}; finished work is kept. Continue with:[/]\n  {escape(again)}"
+        )
+        raise typer.Exit(code=130) from None
+    from i2i.diversity.report import CSV_NAME
+
+    out.print(f"Report: {escape(str(page))} (table: {escape(str(page.parent / CSV_NAME))})")
 
 
 @app.command("eval")

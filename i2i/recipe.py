@@ -242,7 +242,12 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
     if not isinstance(recipe, dict):
         raise RecipeError(source, ["the recipe must be a TOML document of tables"])
     for section in recipe:
-        if section not in ALL_SECTIONS:
+        if section == "diversity":
+            problems.append(
+                "[diversity]: this recipe describes a diversity experiment; run it with "
+                f"'i2i diversity {source}'."
+            )
+        elif section not in ALL_SECTIONS:
             problems.append(f"[{section}]: unknown section. {suggest(section, ALL_SECTIONS)}")
     out: Recipe = {}
     for section in ["experiment", "optim", "train", "eval"]:

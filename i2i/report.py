@@ -96,6 +96,13 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+#: Public names of the page helpers, for the other report writers (the diversity experiment's).
+escape_html = _e
+relative_href = _href
+html_page = _page
+format_value = _format
+
+
 # -- the training log ------------------------------------------------------------------------------
 
 

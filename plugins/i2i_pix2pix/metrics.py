@@ -32,6 +32,7 @@ class L1(Metric):
     """Mean absolute error."""
 
     higher_is_better = False
+    diversity = "distance"
 
     def score(self, output: Tensor, target: Tensor) -> float:
         return float((output.double() - target.double()).abs().mean())
@@ -55,6 +56,8 @@ def _odd_window(requested: int, height: int, width: int) -> int:
 
 class SSIM(Metric):
     """Structural similarity (data range 1); identical images score 1."""
+
+    diversity = "similarity"
 
     def __init__(self, win_size: int = 7) -> None:
         super().__init__()

@@ -1,0 +1,288 @@
+"""Running a diversity experiment: train (or resume, or reuse) each variant, sample it, report.
+
+Everything is kept in the experiment folder ``output_dir/name/``: each variant's ordinary run
+directory under ``variants/``, one JSON result per (variant, sampler) beside it, the real-pair
+reference, and the report. Rerunning the same command continues where it stopped: finished
+variants are not retrained and finished measurements are not redone (a result is reused only when
+its protocol and the model's training step still match).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from i2i.build import build_dataset, build_generator, build_metrics, pick_device
+from i2i.checkpoint import load_checkpoint
+from i2i.diversity.config import Experiment, Variant
+from i2i.diversity.measures import pairwise_measures, real_reference
+from i2i.diversity.protocol import Inputs, measure, protocol_record
+from i2i.diversity.report import write_figure, write_report
+from i2i.errors import I2IError
+from i2i.evaluate import generator_from_checkpoint
+from i2i.plugins import PluginHost
+from i2i.report import write_index
+from i2i.sampling import Sampler
+from i2i.training import FROZEN_ON_RESUME, start_run
+
+REFERENCE = "reference.json"
+
+
+class ExperimentStopped(Exception):
+    """Training of a variant was stopped (Ctrl-C, SIGTERM) after saving its checkpoint."""
+
+    def __init__(self, variant: str, step: int) -> None:
+        super().__init__(f"variant {variant} stopped at step {step}")
+        self.variant = variant
+        self.step = step
+
+
+@dataclass
+class SamplerSpec:
+    """One sampler of a variant, built from its recipe entry."""
+
+    name: str
+    sampler: Sampler
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+def _build_samplers(variant: Variant, host: PluginHost) -> list[SamplerSpec]:
+    specs = []
+    for entry in variant.samplers:
+        params = {k: v for k, v in entry.items() if k != "name"}
+        sampler = host.registry("sampler").build(entry["name"], **params)
+        if not isinstance(sampler, Sampler):
+            raise I2IError(f"The sampler {entry['name']!r} did not build an i2i.Sampler.")
+        specs.append(SamplerSpec(entry["name"], sampler))
+    return specs
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+class DiversityExperiment:
+    """One experiment: its inputs, measures and variants, and where everything is written."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        host: PluginHost,
+        *,
+        console: Console | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.exp = experiment
+        self.host = host
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.settings = experiment.settings
+        self.root = experiment.root
+        self.device = pick_device(experiment.base["experiment"]["device"])
+        # Everything that can fail without training comes first: metrics (LPIPS weights), data,
+        # and whether each sampler can diversify its variant's generator.
+        self.measures = pairwise_measures(build_metrics(self.settings["metrics"], host))
+        self.quality = build_metrics(self.settings["quality"], host)
+        self.dataset = build_dataset(experiment.base, host, self.settings["split"])
+        if len(self.dataset) == 0:
+            raise I2IError(f"The {self.settings['split']!r} split holds no images to sample.")
+        self.samplers = {v.name: _build_samplers(v, host) for v in experiment.variants}
+        self._check_samplers()
+        self.protocol = protocol_record(
+            self.settings, min(self.settings["inputs"], len(self.dataset)), self.settings["split"]
+        )
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _check_samplers(self) -> None:
+        probe = self.dataset[0]
+        input_nc, output_nc = probe["A"].shape[0], probe["B"].shape[0]
+        problems = []
+        for variant in self.exp.variants:
+            G = build_generator(variant.recipe, self.host, input_nc, output_nc)
+            for spec in self.samplers[variant.name]:
+                try:
+                    spec.sampler.check(G)
+                except I2IError as exc:
+                    problems.append(f"variant {variant.name}, sampler {spec.name}: {exc}")
+        if problems:
+            listing = "\n".join(f"  - {p}" for p in problems)
+            raise I2IError(f"{self.exp.path}: these samplers cannot diversify their variant:\n{listing}")
+
+    def _inputs(self) -> Inputs:
+        count = self.protocol["inputs"]
+        items = [self.dataset[i] for i in range(count)]
+        if any("B" not in item for item in items):
+            raise I2IError("The diversity experiment needs targets; this dataset has inputs only.")
+        return Inputs(
+            torch.stack([it["A"] for it in items]),
+            torch.stack([it["B"] for it in items]),
+            [str(it["name"]) for it in items],
+        )
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not self.show_progress,
+        )
+
+    # -- the real-pair reference -----------------------------------------------------------------
+    def reference(self) -> dict[str, Any]:
+        path = self.root / REFERENCE
+        key = {k: self.protocol[k] for k in ("samples", "seed", "split", "metrics")} | {
+            "inputs": self.protocol["inputs"]
+        }
+        cached = _read_json(path)
+        if cached and cached.get("protocol") == key:
+            return cached
+        with self._progress() as bar:
+            task = bar.add_task("real-pair reference: loading targets", total=len(self.dataset))
+            targets = []
+            for i in range(len(self.dataset)):
+                targets.append(self.dataset[i]["B"])
+                bar.advance(task)
+        from i2i.imaging import to_unit
+
+        stack = to_unit(torch.stack(targets))
+        count, samples = self.protocol["inputs"], self.settings["samples"]
+        result = real_reference(
+            stack,
+            self.measures,
+            pairs=count * (samples - 1),
+            group=samples,
+            groups=count,
+            seed=self.settings["seed"],
+        )
+        payload = {"protocol": key, **result}
+        _write_json(path, payload)
+        return payload
+
+    # -- variants --------------------------------------------------------------------------------
+    def model_path(self, variant: Variant) -> Path:
+        """Train the variant if needed (resuming an interrupted run) and return its checkpoint."""
+        if variant.source:
+            return Path(variant.source)
+        run_dir = Path(variant.recipe["experiment"]["output_dir"]) / variant.name
+        latest = run_dir / "checkpoints" / "latest.pt"
+        if latest.is_file():
+            stored = load_checkpoint(latest)
+            changed = [s for s in FROZEN_ON_RESUME if stored["recipe"].get(s) != variant.recipe.get(s)]
+            if changed:
+                raise I2IError(
+                    f"Variant {variant.name}: the model in {run_dir} was trained with other "
+                    f"[{'], ['.join(changed)}] settings than the recipe now asks for. Delete {run_dir} "
+                    "to train it again, or restore the recipe."
+                )
+            del stored
+        elif run_dir.exists():  # a start that never saved a checkpoint: nothing to keep
+            shutil.rmtree(run_dir)
+        trainer = start_run(
+            variant.recipe,
+            self.host,
+            resume_dir=run_dir if latest.is_file() else None,
+            console=self.console,
+            show_progress=self.show_progress,
+        )
+        if trainer.step < trainer.total_steps():
+            self.console.print(
+                f"[bold]Training variant {variant.name}[/bold] ({variant.label}): "
+                f"{trainer.total_steps()} steps, from step {trainer.step}, in {run_dir}"
+            )
+            result = trainer.run()
+            write_index(run_dir)
+            if result.interrupted:
+                raise ExperimentStopped(variant.name, result.step)
+        return latest
+
+    def result_path(self, variant: Variant, spec: SamplerSpec) -> Path:
+        return self.root / "results" / f"{variant.name}__{spec.key}.json"
+
+    def figure_path(self, variant: Variant, spec: SamplerSpec) -> Path:
+        return self.root / "figures" / f"{variant.name}__{spec.key}.png"
+
+    def measure_variant(self, variant: Variant, checkpoint: Path, inputs: Inputs) -> list[dict[str, Any]]:
+        specs = self.samplers[variant.name]
+        state = None
+        results = []
+        for spec in specs:
+            path = self.result_path(variant, spec)
+            cached = _read_json(path)
+            if state is None:
+                state = load_checkpoint(checkpoint)
+            step = int(state.get("step", 0))
+            if (
+                cached
+                and cached.get("protocol") == self.protocol
+                and cached.get("step") == step
+                and self.figure_path(variant, spec).is_file()
+            ):
+                results.append(cached)
+                continue
+            G = generator_from_checkpoint(state, self.host, self.device)
+            with self._progress() as bar:
+                task = bar.add_task(f"sampling {variant.name} with {spec.name}", total=len(inputs.names))
+                outcome = measure(
+                    G,
+                    spec.sampler,
+                    inputs,
+                    self.settings,
+                    self.measures,
+                    self.quality,
+                    self.device,
+                    figure_inputs=self.settings["figure_inputs"],
+                    figure_samples=self.settings["figure_samples"],
+                    advance=lambda task=task: bar.advance(task),
+                )
+            write_figure(outcome["figure"], self.figure_path(variant, spec))
+            record = {
+                "variant": variant.name,
+                "label": variant.label,
+                "sampler": spec.name,
+                "sampler_description": spec.sampler.describe(),
+                "mode": spec.sampler.mode,
+                "checkpoint": str(checkpoint),
+                "step": step,
+                "protocol": self.protocol,
+                "summary": outcome["summary"],
+                "per_input": outcome["per_input"],
+            }
+            _write_json(path, record)
+            results.append(record)
+        return results
+
+    def run(self) -> Path:
+        """The whole experiment; returns the report's path."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "experiment.toml").write_text(
+            self.exp.path.read_text(encoding="utf-8"), encoding="utf-8"
+        )
+        reference = self.reference()
+        inputs = self._inputs()
+        results = []
+        for variant in self.exp.variants:
+            checkpoint = self.model_path(variant)
+            results += self.measure_variant(variant, checkpoint, inputs)
+        return write_report(self.root, self.exp, self.protocol, reference, results, self.measures)

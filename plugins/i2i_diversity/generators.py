@@ -1,0 +1,211 @@
+"""U-Nets that take a latent code z, so one input can map to many outputs (BicycleGAN's generators).
+
+z, of shape (batch, nz), is tiled to the height and width of a feature map and concatenated to it as
+nz extra channels, in one of two places:
+
+- ``inject="input"``: to the image only, once, before the first convolution;
+- ``inject="all"``: to the input of every down-sampling level, the outermost and innermost included.
+
+The up-sampling path and the skip connections carry features without z in both variants. Apart from
+the extra input channels the layers are those of the pix2pix U-Net (``i2i_pix2pix.generators.unet``):
+``unet_z_input`` has exactly the parameters of a ``unet`` with ``input_nc + nz`` input channels.
+
+Dropout is off by default, as in BicycleGAN: the latent code is the source of variety, and dropout
+noise the generator learns to ignore would only blur the comparison between the two.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Literal
+
+import torch
+from i2i_pix2pix.generators import Norm, _check_input, check_norm, check_positive, conv_bias, norm_layer
+from torch import Tensor, nn
+
+from i2i import hookimpl
+from i2i.errors import I2IError, suggest
+
+Inject = Literal["input", "all"]
+INJECTS: tuple[str, ...] = typing.get_args(Inject)
+
+
+def tile_code(z: Tensor, like: Tensor) -> Tensor:
+    """``z`` (batch, nz) as nz constant feature maps of ``like``'s height and width."""
+    return z[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
+
+
+class LatentUnetBlock(nn.Module):
+    """One U-Net level whose down-sampling convolution may also see the tiled latent code.
+
+    The skip connection returns ``cat(x, up(...))`` with the level's input ``x`` as it came in,
+    without z, so only the down-sampling path grows by ``nz`` channels.
+    """
+
+    def __init__(
+        self,
+        outer_nc: int,
+        inner_nc: int,
+        *,
+        nz: int,
+        takes_z: bool,
+        input_nc: int | None = None,
+        submodule: LatentUnetBlock | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        norm: str = "batch",
+        dropout: bool = False,
+    ) -> None:
+        super().__init__()
+        if (submodule is None) != innermost:
+            raise ValueError("exactly the innermost U-Net level has no submodule")
+        self.outermost = outermost
+        self.takes_z = takes_z
+        bias = conv_bias(norm)
+        in_channels = (outer_nc if input_nc is None else input_nc) + (nz if takes_z else 0)
+        down_conv = nn.Conv2d(in_channels, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+
+        if outermost:
+            down: list[nn.Module] = [down_conv]
+            up: list[nn.Module] = [
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1),
+                nn.Tanh(),
+            ]
+        elif innermost:
+            # Not in place: the level's input is also carried by the skip connection.
+            down = [nn.LeakyReLU(0.2), down_conv]
+            up = [
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias),
+                norm_layer(norm, outer_nc),
+            ]
+        else:
+            down = [nn.LeakyReLU(0.2), down_conv, norm_layer(norm, inner_nc)]
+            up = [
+                nn.ReLU(inplace=True),
+                nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias),
+                norm_layer(norm, outer_nc),
+            ]
+            if dropout:
+                up.append(nn.Dropout(0.5))
+        # Registered in this order so that modules() lists the down convolutions outermost first.
+        self.down = nn.Sequential(*down)
+        self.submodule = submodule
+        self.up = nn.Sequential(*up)
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        features = self.down(torch.cat([x, tile_code(z, x)], dim=1) if self.takes_z else x)
+        if self.submodule is not None:
+            features = self.submodule(features, z)
+        out = self.up(features)
+        return out if self.outermost else torch.cat([x, out], dim=1)
+
+
+class LatentUnetGenerator(nn.Module):
+    """U-Net generator ``G(x, z)`` with a latent code concatenated at the input or at every level.
+
+    Height and width must be multiples of ``2**num_downs``; ``z`` must have shape (batch, nz).
+    """
+
+    def __init__(
+        self,
+        input_nc: int,
+        output_nc: int,
+        num_downs: int = 8,
+        ngf: int = 64,
+        norm: str = "batch",
+        dropout: bool = False,
+        nz: int = 8,
+        inject: str = "all",
+    ) -> None:
+        super().__init__()
+        check_positive("input_nc", input_nc)
+        check_positive("output_nc", output_nc)
+        check_positive("num_downs", num_downs, minimum=5)
+        check_positive("ngf", ngf)
+        check_positive("nz", nz)
+        check_norm(norm)
+        if inject not in INJECTS:
+            raise I2IError(f"Unknown latent injection {inject!r}. {suggest(str(inject), INJECTS)}")
+        self.input_nc = input_nc
+        self.output_nc = output_nc
+        self.num_downs = num_downs
+        self.latent_dim = nz  # > 0: the training loop draws z ~ N(0, I) and calls forward(x, z)
+        self.inject = inject
+
+        inner_z = inject == "all"
+        common = {"nz": nz, "norm": norm}
+        block = LatentUnetBlock(ngf * 8, ngf * 8, takes_z=inner_z, innermost=True, **common)
+        for _ in range(num_downs - 5):
+            block = LatentUnetBlock(
+                ngf * 8, ngf * 8, takes_z=inner_z, submodule=block, dropout=dropout, **common
+            )
+        block = LatentUnetBlock(ngf * 4, ngf * 8, takes_z=inner_z, submodule=block, **common)
+        block = LatentUnetBlock(ngf * 2, ngf * 4, takes_z=inner_z, submodule=block, **common)
+        block = LatentUnetBlock(ngf, ngf * 2, takes_z=inner_z, submodule=block, **common)
+        self.model = LatentUnetBlock(
+            output_nc, ngf, takes_z=True, input_nc=input_nc, submodule=block, outermost=True, **common
+        )
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        what = f"latent U-Net with num_downs={self.num_downs}"
+        _check_input(x, self.input_nc, 2**self.num_downs, what)
+        if not isinstance(z, Tensor) or z.shape != (x.shape[0], self.latent_dim):
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise I2IError(
+                f"The {what} expects a latent code of shape (batch, nz) = "
+                f"({x.shape[0]}, {self.latent_dim}), got {got}."
+            )
+        return self.model(x, z.to(x.dtype))
+
+
+def unet_latent(
+    input_nc: int,
+    output_nc: int,
+    num_downs: int = 8,
+    ngf: int = 64,
+    norm: Norm = "batch",
+    dropout: bool = False,
+    nz: int = 8,
+    inject: Inject = "all",
+) -> LatentUnetGenerator:
+    """U-Net taking a latent code z of nz values, added at the input or at every down level.
+
+    num_downs: halvings (at least 5); ngf: filters in the first layer; norm: batch, instance or
+    none; dropout: 50% dropout in the middle 8*ngf levels (off by default, as in BicycleGAN);
+    nz: size of z (BicycleGAN uses 8); inject: "input" (the image only) or "all" (every level).
+    """
+    return LatentUnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, nz, inject)
+
+
+def unet_z_input(
+    input_nc: int,
+    output_nc: int,
+    num_downs: int = 8,
+    ngf: int = 64,
+    norm: Norm = "batch",
+    dropout: bool = False,
+    nz: int = 8,
+) -> LatentUnetGenerator:
+    """U-Net with a latent code z concatenated to the input image only (BicycleGAN's add-to-input)."""
+    return LatentUnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, nz, "input")
+
+
+def unet_z_all(
+    input_nc: int,
+    output_nc: int,
+    num_downs: int = 8,
+    ngf: int = 64,
+    norm: Norm = "batch",
+    dropout: bool = False,
+    nz: int = 8,
+) -> LatentUnetGenerator:
+    """U-Net with a latent code z concatenated to every down level's input (BicycleGAN's add-to-all)."""
+    return LatentUnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, nz, "all")
+
+
+@hookimpl
+def i2i_register_generators(registry):
+    for factory in (unet_latent, unet_z_input, unet_z_all):
+        registry.add(factory.__name__, factory)
