@@ -127,7 +127,10 @@ def validate(
                 out.print(f"# variant {variant.name}")
                 out.print(escape(dumps(variant.recipe)))
         names = ", ".join(v.name for v in experiment.variants)
-        out.print(f"[green]{escape(str(recipe))} is a valid diversity experiment ({escape(names)}).[/green]")
+        out.print(
+            f"[green]{escape(str(recipe))} is a valid diversity experiment ({escape(names)}).[/green]",
+            soft_wrap=True,
+        )
         return
     resolved, _ = _resolve(recipe, set_)
     if show:

@@ -388,7 +388,11 @@ class Trainer:
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         """The epoch's batches; a data error saves the progress so far before it stops the run."""
-        batches = iter(self.loader)
+        # Starting a DataLoader iterator draws its base seed from the global RNG. Jitter is seeded
+        # per (seed, epoch, index) anyway, so keep that draw off the training stream: otherwise a
+        # resumed run (a new iterator mid-epoch) would give dropout and z other random numbers.
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(self.loader)
         while True:
             try:
                 batch = next(batches)

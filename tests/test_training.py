@@ -169,15 +169,22 @@ def stop_after(trainer, steps: int) -> None:
     trainer.train_step = wrapped
 
 
-@pytest.mark.parametrize("log_every", [1, 2])
-def test_resume_mid_epoch_gives_identical_losses(tiny_recipe, log_every):
+# A U-Net with num_downs 6 has a dropout level: its random masks must continue exactly too.
+DROPOUT = ("generator.num_downs=6", "data.load_size=72", "data.crop_size=64")
+
+
+@pytest.mark.parametrize(
+    ("log_every", "extra"), [(1, ()), (2, ()), (1, DROPOUT)], ids=["log1", "log2", "dropout"]
+)
+def test_resume_mid_epoch_gives_identical_losses(tiny_recipe, log_every, extra):
     every = f"train.log_every={log_every}"  # with 2, the stop falls inside a logging interval
-    _, full = train(tiny_recipe, "train.max_steps=7", every)
-    part = start_run(resolved(tiny_recipe, "train.max_steps=7", every), get_host(), show_progress=False)
+    _, full = train(tiny_recipe, "train.max_steps=7", every, *extra)
+    recipe = resolved(tiny_recipe, "train.max_steps=7", every, *extra)
+    part = start_run(recipe, get_host(), show_progress=False)
     stop_after(part, 3)  # inside epoch 1 (4 steps per epoch)
     stopped = part.run()
     assert stopped.interrupted and stopped.step == 3
-    _, resumed = train(tiny_recipe, "train.max_steps=7", every, resume=stopped.run_dir)
+    _, resumed = train(tiny_recipe, "train.max_steps=7", every, *extra, resume=stopped.run_dir)
     assert resumed.step == 7 and not resumed.interrupted
     keys = ["step", "D_real", "D_fake", "G_cgan", "G_l1", "lr_G"]
     expected = [[r[k] for k in keys] for r in read_log(full.run_dir / "log.jsonl")]

@@ -8,6 +8,9 @@
   one (``latent_dim > 0``), with the network in eval mode (dropout off, running statistics; how
   BicycleGAN samples) or in train mode.
 
+- ``deterministic``: no randomness at all (eval mode, dropout off, a zero code for latent
+  generators): the usual single output, as a zero-diversity reference row with its quality.
+
 None of them retrains anything; each works on a copy of the generator.
 """
 
@@ -78,6 +81,24 @@ class LatentSampler(Sampler):
         return f"random z ~ N(0, I), {self.mode} mode"
 
 
+class DeterministicSampler(Sampler):
+    """The generator's single eval-mode answer, repeated: diversity zero by construction."""
+
+    def sample(self, generator: nn.Module, inputs: Tensor) -> Tensor:
+        size = latent_dim(generator)
+        if size > 0:
+            return generator(inputs, inputs.new_zeros(inputs.shape[0], size))
+        return generator(inputs)
+
+    def describe(self) -> str:
+        return "no noise: eval mode, dropout off, zero code"
+
+
+def deterministic() -> Sampler:
+    """No noise: the eval-mode output (zero code for latent generators), a quality reference."""
+    return DeterministicSampler()
+
+
 def dropout_train() -> Sampler:
     """Test-time dropout as in the pix2pix paper: train mode, statistics of the test batch."""
     return DropoutSampler("train")
@@ -100,5 +121,5 @@ def latent_train() -> Sampler:
 
 @hookimpl
 def i2i_register_samplers(registry):
-    for factory in (dropout_train, dropout_eval, latent_eval, latent_train):
+    for factory in (deterministic, dropout_train, dropout_eval, latent_eval, latent_train):
         registry.add(factory.__name__, factory)
