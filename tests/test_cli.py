@@ -78,7 +78,8 @@ def subprocess_env() -> dict[str, str]:
 
 def row(output: str, name: str) -> str:
     """The table line whose name column is ``name``."""
-    lines = [line for line in output.splitlines() if f" {name} " in line]
+    cells = [(line, line.split("│")) for line in output.splitlines()]
+    lines = [line for line, parts in cells if len(parts) > 3 and parts[2].strip() == name]
     assert lines, f"{name} is not listed:\n{output}"
     return lines[0]
 

@@ -20,7 +20,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((REPO / "recipes").glob("*.toml"))
+RECIPE_FILES = sorted((REPO / "recipes").glob("*.toml"))
+SHIPPED = [p for p in RECIPE_FILES if "diversity" not in p.name]  # single runs
+EXPERIMENTS = [p for p in RECIPE_FILES if "diversity" in p.name]  # i2i diversity recipes
 EXAMPLE = REPO / "examples" / "i2i-example-plugin" / "recipe.toml"
 QUICK = REPO / "recipes" / "facades_quick.toml"
 
@@ -68,6 +70,17 @@ def test_shipped_recipes_validate(path):
     resolved = resolve(recipe, get_host(), source=str(path))
     assert resolved["experiment"]["name"] == recipe["experiment"]["name"]
     assert [loss["name"] for loss in resolved["losses"]] == [e["name"] for e in recipe["losses"]]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_shipped_diversity_experiments_validate(path):
+    from i2i.diversity.config import load_experiment
+
+    experiment = load_experiment(path, get_host())
+    names = [v.name for v in experiment.variants]
+    assert names == ["pix2pix", "z_input", "z_all", "z_all_ms", "z_all_ds", "bicyclegan"]
+    steps = {(v.recipe["train"]["epochs"], v.recipe["train"]["max_steps"]) for v in experiment.variants}
+    assert len(steps) == 1  # every variant trains for the same number of steps
 
 
 def test_the_facades_recipe_is_the_papers_setup():

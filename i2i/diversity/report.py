@@ -65,7 +65,7 @@ def _scatter(rows: list[dict[str, Any]], x_key: str, y_key: str, x_label: str, y
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.5, 5.0), dpi=110)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     markers = {"eval": "o", "train": "s"}
     colours = plt.get_cmap("tab10")
@@ -74,15 +74,20 @@ def _scatter(rows: list[dict[str, Any]], x_key: str, y_key: str, x_label: str, y
             x, y = r.get(x_key), r.get(y_key)
             if x is None or y is None or math.isnan(x) or math.isnan(y):
                 continue
-            ax.scatter(x, y, color=colours(i % 10), marker=markers.get(r["mode"], "^"), s=60)
-            ax.annotate(
-                f"{variant} / {r['sampler']}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7
+            ax.scatter(
+                x,
+                y,
+                color=colours(i % 10),
+                marker=markers.get(r["mode"], "^"),
+                s=60,
+                label=f"{variant} / {r['sampler']}",
             )
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.axvline(1.0, color="#999", linestyle="--", linewidth=1)
     ax.text(1.0, ax.get_ylim()[0], " real pairs", color="#777", fontsize=8, va="bottom")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    ax.set_title("Quality vs diversity (circles: eval mode, squares: train mode)", fontsize=10)
+    ax.set_title("Quality vs diversity (circles: eval-mode network, squares: train mode)", fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
