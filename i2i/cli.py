@@ -299,14 +299,22 @@ def translate(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
     out_dir: Annotated[Path | None, typer.Option(help="Default: next to the checkpoint.")] = None,
-    formats: Annotated[str, typer.Option("--format", help="torchscript, onnx or both")] = "both",
+    formats: Annotated[
+        str, typer.Option("--format", help="torchscript, onnx, safetensors, a comma list, or both")
+    ] = "both",
     size: Annotated[int, typer.Option(help="Example input side length in pixels.")] = 256,
+    half: Annotated[bool, typer.Option("--half", help="safetensors: store fp16 weights.")] = False,
 ) -> None:
-    """Write the generator as TorchScript and/or ONNX, checked against the original."""
+    """Write the generator as TorchScript, ONNX and/or safetensors, checked against the original.
+
+    "both" means TorchScript and ONNX; safetensors (weights plus the recipe, loadable by
+    metrics such as the FCN-score) is written when asked for.
+    """
     from i2i.export import export_generator
 
     wanted = ["torchscript", "onnx"] if formats == "both" else [f.strip() for f in formats.split(",")]
-    for path, diff in export_generator(checkpoint, _host(), wanted, out_dir=out_dir, size=size):
+    exported = export_generator(checkpoint, _host(), wanted, out_dir=out_dir, size=size, half=half)
+    for path, diff in exported:
         out.print(f"Wrote {escape(str(path))} (max difference to PyTorch: {diff:.2e})")
 
 

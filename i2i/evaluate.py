@@ -98,8 +98,12 @@ def evaluate(
             fake = generate(G, A).float().cpu()
             out_u, tgt_u = to_unit(fake), to_unit(batch["B"])
             per_image: dict[str, list[float]] = {}
+            in_u = to_unit(batch["A"])
             for name, metric in metrics.items():
-                values = metric.update(out_u, tgt_u)
+                if metric.needs_input:
+                    values = metric.update(out_u, tgt_u, inputs=in_u)
+                else:
+                    values = metric.update(out_u, tgt_u)
                 if metric.per_image:
                     per_image[name] = values
             for i, item_name in enumerate(batch["name"]):

@@ -1,4 +1,4 @@
-"""Exporting a trained generator to TorchScript and ONNX, each checked against PyTorch."""
+"""Exporting a trained generator to TorchScript, ONNX or safetensors, each checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from i2i.errors import I2IError
 from i2i.evaluate import generator_from_checkpoint
 from i2i.plugins import PluginHost
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "safetensors")
 
 
 class _WithLatent(torch.nn.Module):
@@ -35,8 +35,13 @@ def export_generator(
     out_dir: Path | None = None,
     size: int = 256,
     tolerance: float = 1e-3,
+    half: bool = False,
 ) -> list[tuple[Path, float]]:
-    """Write the generator (eval mode) in each format; returns (path, max abs difference)."""
+    """Write the generator (eval mode) in each format; returns (path, max abs difference).
+
+    ``half`` stores the safetensors weights in fp16 (half the size); its check then allows the
+    rounding that brings, 1 % of the output's range.
+    """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise I2IError(f"Unknown export format {unknown[0]!r}: use {', '.join(FORMATS)}.")
@@ -60,6 +65,15 @@ def export_generator(
         results.append((path, _check(path, diff, tolerance)))
     if "onnx" in formats:
         results.append(_export_onnx(module, inputs, expected, out_dir, latent, tolerance))
+    if "safetensors" in formats:
+        from i2i.weights import load_generator, save_generator
+
+        path = save_generator(state, G, out_dir / "generator.safetensors", half=half)
+        reloaded, _ = load_generator(path, host, torch.device("cpu"))
+        again = (_WithLatent(reloaded) if latent else reloaded)(*inputs)
+        diff = (again - expected).abs().max().item()
+        allowed = 0.01 * max(1.0, expected.abs().max().item()) if half else tolerance
+        results.append((path, _check(path, diff, allowed)))
     return results
 
 

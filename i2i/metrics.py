@@ -2,7 +2,9 @@
 
 Images reach metrics as float tensors of shape (C, H, W) with values in [0, 1]. A per-image metric
 only implements :meth:`Metric.score`; a dataset-level one (FID) overrides :meth:`update` and
-:meth:`compute` and sets ``per_image = False``.
+:meth:`compute` and sets ``per_image = False``. A metric that judges an output against the network's
+*input* (the FCN-score segments a generated photo and compares it with the input label map) sets
+``needs_input = True`` and receives ``inputs`` (the same layout, also in [0, 1]) in :meth:`update`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class Metric:
     #: ``"distance"`` (the score is a distance, e.g. L1, LPIPS), ``"similarity"`` (1 − score is a
     #: distance, e.g. SSIM), or ``None`` (not a pairwise measure, e.g. PSNR, FID).
     diversity: str | None = None
+    #: Whether :meth:`update` needs the network's input images as well (``inputs=``).
+    needs_input: bool = False
 
     def __init__(self) -> None:
         self.values: list[float] = []
@@ -31,8 +35,11 @@ class Metric:
     def score(self, output: Tensor, target: Tensor) -> float:
         raise NotImplementedError
 
-    def update(self, output: Tensor, target: Tensor) -> list[float]:
-        """Score a batch (N, C, H, W); returns the per-image values."""
+    def update(self, output: Tensor, target: Tensor, inputs: Tensor | None = None) -> list[float]:
+        """Score a batch (N, C, H, W); returns the per-image values (``[]`` for set-level metrics).
+
+        ``inputs`` is given to metrics with ``needs_input = True``; others may ignore it.
+        """
         batch = [self.score(o, t) for o, t in zip(output, target, strict=True)]
         self.values.extend(batch)
         return batch

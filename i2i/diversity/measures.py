@@ -85,18 +85,27 @@ def diversity_of(samples: Tensor, measures: list[PairwiseMeasure]) -> dict[str, 
     return result
 
 
-def quality_of(samples: Tensor, target: Tensor, metrics: dict[str, Metric]) -> dict[str, float]:
-    """Each quality metric of every sample against the target, averaged over the samples."""
+def quality_of(
+    samples: Tensor, target: Tensor, metrics: dict[str, Metric], image: Tensor | None = None
+) -> dict[str, float]:
+    """Each per-image quality metric of every sample against the target, averaged over samples.
+
+    Set-level metrics (``per_image = False``, e.g. the FCN-score's confusion matrix) only
+    accumulate here; the protocol reads them with ``compute()`` once every input is sampled.
+    ``image`` is the input the samples were drawn for, given to metrics that need it.
+    """
     targets = target.unsqueeze(0).expand_as(samples)
+    inputs = image.unsqueeze(0).expand(samples.shape[0], *image.shape) if image is not None else None
     result = {}
     for name, metric in metrics.items():
-        if not metric.per_image:
-            raise I2IError(
-                f"diversity.quality: {name!r} scores a whole set, not one image against its target; "
-                "list per-image metrics such as l1, psnr, ssim."
-            )
-        values = metric.update(samples, targets)
-        result[name] = _mean(values)
+        if metric.needs_input:
+            if inputs is None:
+                raise I2IError(f"The quality metric {name!r} needs the input images.")
+            values = metric.update(samples, targets, inputs=inputs)
+        else:
+            values = metric.update(samples, targets)
+        if metric.per_image:
+            result[name] = _mean(values)
     return result
 
 

@@ -75,6 +75,8 @@ def measure(
     ``advance`` is called once per input (for a progress bar).
     """
     net = sampler.prepare(generator).to(device)
+    for metric in quality.values():
+        metric.reset()
     rows: list[dict[str, Any]] = []
     figure = []
     for i in range(inputs.A.shape[0]):
@@ -85,7 +87,7 @@ def measure(
             {
                 "name": inputs.names[i],
                 **{f"div_{k}": v for k, v in diversity_of(unit, measures).items()},
-                **{f"q_{k}": v for k, v in quality_of(unit, target, quality).items()},
+                **{f"q_{k}": v for k, v in quality_of(unit, target, quality, to_unit(inputs.A[i])).items()},
             }
         )
         if i < figure_inputs:
@@ -93,4 +95,7 @@ def measure(
         if advance is not None:
             advance()
     summary = average([{k: v for k, v in row.items() if k != "name"} for row in rows])
+    for name, metric in quality.items():
+        if not metric.per_image:  # over every sample of every input at once
+            summary[f"q_{name}"] = metric.compute()
     return {"summary": summary, "per_input": rows, "figure": figure}
