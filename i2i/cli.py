@@ -147,16 +147,31 @@ def validate(
 
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    recipe: Annotated[
+        Path | None,
+        typer.Argument(help="Recipe TOML file; with --resume it defaults to the run's own recipe.toml."),
+    ] = None,
     set_: SetOption = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this run directory.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
     """Train a recipe, then evaluate it and write the run's HTML report."""
+    import shlex
+
     from i2i.evaluate import evaluate_checkpoint, summary_table
     from i2i.report import write_index
     from i2i.training import start_run
 
+    if recipe is None:
+        if resume is None:
+            raise I2IError("i2i run needs a RECIPE file, or --resume RUN_DIR to continue a run.")
+        recipe = resume / "recipe.toml"  # the resolved recipe the run recorded, --set values included
+        if not recipe.is_file():
+            raise I2IError(
+                f"--resume {resume}: {recipe} does not exist, so the run's recipe is unknown (is "
+                f"{resume} a run directory made by 'i2i run'?). Name the recipe too: "
+                f"i2i run RECIPE --resume {resume}"
+            )
     resolved, host = _resolve(recipe, set_)
     trainer = start_run(resolved, host, resume_dir=resume, console=err, show_progress=not no_progress)
     err.print(
@@ -166,9 +181,10 @@ def run(
     result = trainer.run()
     if result.interrupted:
         write_index(result.run_dir)
+        again = shlex.join(["i2i", "run", "--resume", str(result.run_dir)])  # its recipe.toml has --set
         err.print(
-            f"[yellow]Stopped at step {result.step}; checkpoint saved. Continue with:[/]\n"
-            f"  i2i run {escape(str(recipe))} --resume {escape(str(result.run_dir))}"
+            f"[yellow]Stopped at step {result.step}; checkpoint saved. Continue with:[/]\n  {escape(again)}",
+            soft_wrap=True,
         )
         raise typer.Exit(code=130)
     if resolved["train"]["evaluate"]:

@@ -48,6 +48,14 @@ class DataError(I2IError):
     """A dataset folder or image could not be used."""
 
 
+class TrainingDiverged(I2IError):
+    """A loss or the weights became NaN or infinite; the last finite checkpoint is kept."""
+
+
+class RunLocked(I2IError):
+    """Another i2i process is training in this run directory."""
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """A 'did you mean ...?' sentence plus the list of valid choices, for unknown-name errors."""
     choices = sorted(choices)

@@ -57,6 +57,20 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... if an earlier item had it, and mark it taken.
+
+    Datasets name items by file stem, so ``1.jpg`` and ``1.png`` would otherwise share one row
+    name and one gallery image. Compared case-insensitively, as macOS and Windows file names are.
+    """
+    unique, n = name, 1
+    while unique.casefold() in taken:
+        n += 1
+        unique = f"{name}-{n}"
+    taken.add(unique.casefold())
+    return unique
+
+
 @torch.no_grad()
 def evaluate(
     generator: torch.nn.Module,
@@ -73,7 +87,11 @@ def evaluate(
     console: Console | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Translate ``dataset`` (items with A and B), score it, and write the report into ``out_dir``."""
+    """Translate ``dataset`` (items with A and B), score it, and write the report into ``out_dir``.
+
+    Items whose names repeat (files ``1.jpg`` and ``1.png`` are both named ``1``) are reported as
+    ``1``, ``1-2``, ... in ``per_image.csv`` and the gallery.
+    """
     if mode not in MODES:
         raise I2IError(f"Unknown inference mode {mode!r}: use one of {', '.join(MODES)}.")
     G = copy.deepcopy(generator).train() if mode == "train" else generator.eval()
@@ -85,6 +103,7 @@ def evaluate(
     for metric in metrics.values():
         metric.reset()
     rows: list[dict[str, Any]] = []
+    taken: set[str] = set()
     torch.manual_seed(seed)  # dropout (train mode) and latent codes
     with Progress(console=console or Console(stderr=True), disable=not show_progress) as bar:
         task = bar.add_task(f"evaluating ({mode} mode)", total=n)
@@ -107,6 +126,7 @@ def evaluate(
                 if metric.per_image:
                     per_image[name] = values
             for i, item_name in enumerate(batch["name"]):
+                item_name = unique_name(str(item_name), taken)
                 image = f"images/{item_name}.png"
                 save_triplet_grid([(batch["A"][i], fake[i], batch["B"][i])], out_dir / image)
                 rows.append({"name": item_name, "image": image, **{k: v[i] for k, v in per_image.items()}})

@@ -25,6 +25,29 @@ def to_unit(t: Tensor) -> Tensor:
     return ((t.detach().float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize (C, H, W) or (N, C, H, W) to ``size`` (height, width): bicubic with antialiasing.
+
+    The datasets resize this way (``torchvision.transforms.v2``); inference resizes through here so
+    that a network sees the same pixels in ``i2i translate`` as in training and evaluation. 8-bit
+    images stay ``uint8`` (rounded, as the datasets keep them), floats stay floats.
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(image, list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+
+def to_signed(image: Tensor) -> Tensor:
+    """uint8 0..255 or float 0..1 → contiguous float32 in [-1, 1], as the datasets map pixels.
+
+    Bicubic resizing of float images can overshoot [0, 1] a little, hence the clamp.
+    """
+    if image.dtype == torch.uint8:
+        return image.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0).contiguous()
+    return image.to(torch.float32).clamp(0.0, 1.0).mul_(2.0).sub_(1.0).contiguous()
+
+
 def to_pil(t: Tensor) -> Image.Image:
     """One image (C, H, W) or (H, W) in [-1, 1] → PIL image.
 

@@ -72,6 +72,7 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
             Param("num_samples", int, 4, "images in each sample grid", minimum=1),
             Param("tensorboard", bool, True, "also write TensorBoard events when installed"),
             Param("evaluate", bool, True, "evaluate on the eval split when training ends"),
+            Param("skip_nonfinite", bool, False, "skip steps with NaN/inf losses instead of stopping"),
         ]
     },
     "eval": {

@@ -6,7 +6,10 @@ weighted sum of the losses' generator terms. Losses decide how D is fed (see :mo
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import os
 import random
 import shutil
 import signal
@@ -32,14 +35,19 @@ from rich.progress import (
 from i2i import __version__
 from i2i.build import Model, build_dataset, build_metrics, build_training
 from i2i.checkpoint import load_checkpoint, save_checkpoint
-from i2i.errors import CheckpointError, I2IError
+from i2i.errors import CheckpointError, I2IError, RunLocked, TrainingDiverged
 from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
 from i2i.perf import tune_allocator
 from i2i.plugins import PluginHost
-from i2i.recipe import Recipe, dumps
+from i2i.recipe import Recipe, dumps, resolve
 from i2i.sampling import generate
 from i2i.schedules import step_scheduler
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: run directories are not locked
+    fcntl = None
 
 #: Logged values shown next to the progress bar (all of them go to the log).
 SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
@@ -47,8 +55,22 @@ SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
 #: Checkpoint key suffix of each optimised part (opt_G, sched_G, opt_D, ..., opt_L for the losses').
 OPTIMISED_KEYS = {"G": "G", "D": "D", "losses": "L"}
 
-#: Recipe sections that must not change when a run is resumed.
-FROZEN_ON_RESUME = ("data", "generator", "discriminator", "losses")
+#: Recipe sections that must not change when a run is resumed. ``optim`` too: the optimisers and
+#: schedules are restored from the checkpoint, so a new learning rate would be recorded but not used.
+FROZEN_ON_RESUME = ("data", "generator", "discriminator", "losses", "optim")
+
+
+def changed_on_resume(saved: Recipe, recipe: Recipe, host: PluginHost) -> list[str]:
+    """The frozen sections in which ``recipe`` differs from a checkpoint's ``saved`` recipe.
+
+    The saved recipe is resolved again first, so a setting added to a component since the run
+    started (with a default that keeps the old behaviour) does not count as a change.
+    """
+    try:
+        saved = resolve(copy.deepcopy(saved), host, source="the checkpoint's recipe")
+    except I2IError:
+        pass  # compare as stored: whatever no longer resolves differs anyway
+    return [s for s in FROZEN_ON_RESUME if saved.get(s) != recipe.get(s)]
 
 
 def set_requires_grad(net: torch.nn.Module | None, flag: bool) -> None:
@@ -80,6 +102,49 @@ def new_run_dir(recipe: Recipe) -> Path:
         run_dir = base.with_name(f"{base.name}-{n}")
     run_dir.mkdir(parents=True)
     return run_dir
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.lock`` while a process trains there.
+
+    Two processes training one run directory would interleave its log and overwrite each other's
+    checkpoints. The operating system drops the lock when the process dies, so a hard kill leaves
+    no stale lock behind; the file itself stays (removing it would race with a new holder).
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / self.NAME
+        self._fh = None
+
+    def acquire(self) -> RunLock:
+        if fcntl is None:
+            return self
+        fh = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            by = f" (process {holder})" if holder.isdigit() else ""
+            raise RunLocked(
+                f"{self.path.parent} is being trained by another i2i process{by}, which holds the lock "
+                f"{self.path}: two runs in one directory would interleave its log and checkpoints. "
+                "Wait for that run to finish or stop it, then resume."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the file drops the lock
+            self._fh = None
 
 
 @dataclass
@@ -131,6 +196,13 @@ class Trainer:
         self._saved: tuple[int, float] = (-1, time.perf_counter())  # step and time of latest.pt
         self._epoch_loss: list[Any] = [0.0, 0]  # sum and count of G's loss this epoch (plateau policy)
         self._session_start = time.perf_counter()
+        #: ``train.skip_nonfinite``: check each loss before its optimiser step (one sync per update).
+        self.skip_nonfinite = bool(self.train_cfg.get("skip_nonfinite", False))
+        self.skipped_nonfinite = 0  # steps skipped for non-finite losses, across resumes
+        self._step_skipped = False
+        # Otherwise: the first step whose losses were non-finite, kept on the device (-1: none yet)
+        # and read only when a log line or a checkpoint is written, so steps need no sync.
+        self._first_bad: torch.Tensor | None = None
         self.sample_inputs = self._sample_batch(dataset)
         self.sample_z = None
         if self.model.latent_dim > 0:
@@ -141,6 +213,7 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self._stop_requested = False
+        self.lock: RunLock | None = None  # set by start_run, released when run() ends
 
     # -- state -----------------------------------------------------------------------------------
     def _load_resume_state(self) -> dict[str, Any]:
@@ -150,7 +223,7 @@ class Trainer:
                 f"Cannot resume: {path} does not exist (was {self.run_dir} created by 'i2i run'?)."
             )
         state = load_checkpoint(path)
-        changed = [s for s in FROZEN_ON_RESUME if state["recipe"].get(s) != self.recipe.get(s)]
+        changed = changed_on_resume(state["recipe"], self.recipe, self.host)
         if changed:
             raise I2IError(
                 f"Cannot resume {self.run_dir}: the recipe's [{'], ['.join(changed)}] differ from "
@@ -158,6 +231,38 @@ class Trainer:
                 "or start a new run."
             )
         return state
+
+    def forget_after_checkpoint(self) -> None:
+        """On resume: drop what a hard kill left after the checkpoint being resumed from.
+
+        The log lines of steps after it (they are trained and logged again, so they would appear
+        twice), a half-written last line, and temporary checkpoint files of an interrupted save.
+        Call it only while holding the run's lock.
+        """
+        for tmp in (self.run_dir / "checkpoints").glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        log = self.run_dir / "log.jsonl"
+        if not log.is_file():
+            return
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by the kill
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= self.step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if kept != lines:
+            tmp = log.with_name(f".{log.name}.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, log)
+
+    def release(self) -> None:
+        """Let another process train this run directory."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def state_dict(self) -> dict[str, Any]:
         m = self.model
@@ -172,6 +277,7 @@ class Trainer:
             "elapsed": self.elapsed(),
             "pending_log": {k: float(v) for k, v in self._pending_log.items()},
             "epoch_loss": [float(self._epoch_loss[0]), self._epoch_loss[1]],
+            "skipped_nonfinite": self.skipped_nonfinite,
             "generator": m.generator.state_dict(),
             "losses": [loss.state_dict() for _, loss in m.losses],
             "rng": {
@@ -204,6 +310,7 @@ class Trainer:
             self._elapsed_before = float(state.get("elapsed", 0.0))
             self._pending_log = dict(state.get("pending_log", {}))
             self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
+            self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
             torch.set_rng_state(state["rng"]["torch"])
             if state["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -229,10 +336,78 @@ class Trainer:
         path = self.run_dir / "checkpoints" / name
         if name == "latest.pt" and self._saved[0] == self.step and path.is_file():
             return path
+        self._check_savable()
         save_checkpoint(self.state_dict(), path)
         if name == "latest.pt":
             self._saved = (self.step, time.perf_counter())
         return path
+
+    # -- non-finite losses ------------------------------------------------------------------------
+    def _accept(self, loss: torch.Tensor) -> bool:
+        """Whether to apply the optimiser step for ``loss``.
+
+        With ``skip_nonfinite`` the loss is checked now (a sync) and a non-finite one is skipped.
+        Otherwise the step is applied and only a device-side flag records the first bad step; the
+        run stops when that flag is read (next log line or checkpoint), and nothing is saved after it.
+        """
+        finite = torch.isfinite(loss.detach())
+        if self.skip_nonfinite:
+            if bool(finite):
+                return True
+            self._step_skipped = True
+            return False
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=finite.device)
+        self._first_bad = torch.where(~finite & (self._first_bad < 0), self.step + 1, self._first_bad)
+        return True
+
+    def _bad_step(self) -> int | None:
+        if self._first_bad is None:
+            return None
+        step = int(self._first_bad)  # the one sync, at log or save time
+        return step if step >= 0 else None
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        latest = self.run_dir / "checkpoints" / "latest.pt"
+        kept = (
+            f"The last checkpoint, {latest}, holds finite weights and is kept."
+            if latest.is_file()
+            else "No checkpoint was written."
+        )
+        return TrainingDiverged(
+            f"Training in {self.run_dir} diverged: {what} Training stopped at step {self.step}. {kept} "
+            "Lower optim.lr or train.init_gain, check the data, or set train.skip_nonfinite = true "
+            "to skip such steps."
+        )
+
+    def _check_finite(self, values: dict[str, float]) -> None:
+        """Raise :class:`TrainingDiverged` if a step since the last check had non-finite losses."""
+        step = self._bad_step()
+        terms = [k for k, v in values.items() if k != "_steps" and not math.isfinite(float(v))]
+        if step is None and not any(k in ("G_total", "D_total") for k in terms):
+            return
+        at = f"step {step}" if step is not None else f"a step up to {self.step}"
+        raise self._diverged(f"{at} gave non-finite losses ({', '.join(terms) or 'G_total'}).")
+
+    def _check_savable(self) -> None:
+        """Never write a checkpoint of a model trained on a non-finite step or with non-finite weights."""
+        self._check_finite(self._pending_log)
+        m = self.model
+        parts = {"generator": m.generator, "discriminator": m.discriminator}
+        parts.update({f"loss {name}": loss for name, loss in m.losses})
+        tensors = {
+            name: [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+            for name, net in parts.items()
+            if net is not None
+        }
+        flags = [torch.isfinite(t).all() for ts in tensors.values() for t in ts]
+        if not flags or bool(torch.stack(flags).all()):
+            return
+        bad = [name for name, ts in tensors.items() if not all(bool(torch.isfinite(t).all()) for t in ts)]
+        raise self._diverged(
+            f"the weights of the {', '.join(bad)} became non-finite by step {self.step} although the "
+            "losses were finite (an infinite learning rate or initial gain?)."
+        )
 
     # -- one step --------------------------------------------------------------------------------
     def _draw_z(self, batch: int) -> torch.Tensor | None:
@@ -243,6 +418,7 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One D update and one G update on ``batch``; returns the logged scalars (0-d tensors)."""
         G, D = self.model.generator, self.model.discriminator
+        self._step_skipped = False
         real_A = batch["A"].to(self.device, non_blocking=True)
         real_B = batch["B"].to(self.device, non_blocking=True)
         z = self._draw_z(real_A.shape[0])
@@ -256,7 +432,8 @@ class Trainer:
             if terms:
                 loss_D = torch.stack(terms).sum()
                 loss_D.backward()
-                self.opt_D.step()
+                if self._accept(loss_D):
+                    self.opt_D.step()
                 ctx.log("D_total", loss_D)
             set_requires_grad(D, False)
 
@@ -274,8 +451,9 @@ class Trainer:
         if total is None:
             raise I2IError("None of the recipe's losses gives the generator anything to learn.")
         total.backward()
-        for part in generator_side:
-            part.optimizer.step()
+        if self._accept(total):
+            for part in generator_side:
+                part.optimizer.step()
         ctx.log("G_total", total)
         return ctx.logs
 
@@ -311,6 +489,13 @@ class Trainer:
         return min(steps, cap) if cap > 0 else steps
 
     def run(self) -> RunResult:
+        """Train to the end (or to a Ctrl-C), then release the run directory's lock."""
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> RunResult:
         if self.device.type == "cpu":
             tune_allocator()
         elif self.device.type == "cuda":
@@ -356,16 +541,22 @@ class Trainer:
                     logs = self.train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
-                    for k, v in logs.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    sums["_steps"] = sums.get("_steps", 0) + 1
-                    self._epoch_loss[0] = self._epoch_loss[0] + logs["G_total"]
-                    self._epoch_loss[1] += 1
+                    if self._step_skipped:  # skip_nonfinite: counted, kept out of the averages
+                        self.skipped_nonfinite += 1
+                    else:
+                        for k, v in logs.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        sums["_steps"] = sums.get("_steps", 0) + 1
+                        self._epoch_loss[0] = self._epoch_loss[0] + logs["G_total"]
+                        self._epoch_loss[1] += 1
                     now = time.perf_counter()
                     rate = (self.step - first_step) / max(now - start, 1e-9)
                     if self.step % cfg["log_every"] == 0 or self.step == total_steps:
-                        n = sums.pop("_steps")
-                        last = {k: float(v) / n for k, v in sums.items()}
+                        n = sums.pop("_steps", 0)
+                        last = {k: float(v) / n for k, v in sums.items()} if n else {}
+                        self._check_finite(last)  # before anything NaN is logged or saved
+                        if self.skip_nonfinite:
+                            last["skipped_nonfinite"] = self.skipped_nonfinite
                         self._log(log, writer, last, self.elapsed())
                         sums.clear()
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
@@ -405,7 +596,7 @@ class Trainer:
                     message = message.rsplit(f"{type(exc).__name__}: ", 1)[-1].strip()
                 raise type(exc)(
                     f"{message} Training stopped at step {self.step} and its progress is saved: "
-                    f"fix the data, then continue with --resume {self.run_dir}."
+                    f"fix the data, then continue with 'i2i run --resume {self.run_dir}'."
                 ) from None
             yield batch
 
@@ -504,7 +695,9 @@ def start_run(
             raise I2IError(f"--resume {run_dir}: no such run directory.")
     else:
         run_dir = new_run_dir(recipe)
+    lock = RunLock(run_dir)
     try:
+        lock.acquire()
         trainer = Trainer(
             recipe,
             host,
@@ -514,11 +707,17 @@ def start_run(
             show_progress=show_progress,
         )
     except BaseException:
+        lock.release()
         if resume_dir is None:  # nothing was trained: leave no empty run directory behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    trainer.lock = lock
+    if resume_dir is not None:
+        trainer.forget_after_checkpoint()
+    # Rewritten on resume too: [train] and [eval] may change then, and 'i2i run --resume RUN_DIR'
+    # continues with this file, --set values included.
+    (run_dir / "recipe.toml").write_text(dumps(recipe), encoding="utf-8")
     if resume_dir is None:
-        (run_dir / "recipe.toml").write_text(dumps(recipe), encoding="utf-8")
         environment = {
             "i2i": __version__,
             "torch": torch.__version__,

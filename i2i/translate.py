@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from i2i.build import pick_device
 from i2i.checkpoint import load_checkpoint
 from i2i.errors import DataError, I2IError
 from i2i.evaluate import generator_from_checkpoint
-from i2i.imaging import save_image
+from i2i.imaging import resize, save_image, to_signed
 from i2i.plugins import PluginHost
 from i2i.sampling import generate
 
@@ -39,8 +40,9 @@ def size_multiple(generator: torch.nn.Module) -> int:
     return 2 ** int(num_downs) if num_downs else 4
 
 
-def load_input(path: Path, channels: int) -> torch.Tensor:
-    """An image file as a (C, H, W) tensor in [-1, 1] with ``channels`` channels."""
+def read_input(path: Path, channels: int) -> torch.Tensor:
+    """An image file as a (C, H, W) tensor with ``channels`` channels, as the datasets decode it:
+    8-bit files stay ``uint8`` (0..255), 16-bit ones become float in [0, 1]."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -49,7 +51,7 @@ def load_input(path: Path, channels: int) -> torch.Tensor:
                 array = array[..., None]
             else:
                 img = img.convert("L" if channels == 1 else "RGB")
-                array = np.asarray(img, dtype=np.float32) / 255.0
+                array = np.array(img, dtype=np.uint8)
                 array = array[..., None] if array.ndim == 2 else array
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path} is not a readable image: {exc}") from None
@@ -59,14 +61,22 @@ def load_input(path: Path, channels: int) -> torch.Tensor:
             tensor = tensor.expand(channels, -1, -1)
         else:
             raise DataError(f"{path} has {tensor.shape[0]} channels; the generator takes {channels}.")
-    return tensor * 2 - 1
+    return tensor
+
+
+def load_input(path: Path, channels: int) -> torch.Tensor:
+    """An image file as a (C, H, W) float tensor in [-1, 1] with ``channels`` channels."""
+    return to_signed(read_input(path, channels))
 
 
 def fit_to_network(
     x: torch.Tensor, multiple: int, size: int | None = None
 ) -> tuple[torch.Tensor, tuple[int, int], list[str]]:
-    """Make ``x`` fit the network: resize to ``size`` if asked, up to ``multiple`` if smaller,
-    then reflect-pad to a multiple. Returns the image, its size before padding, and notes."""
+    """Make ``x`` (``uint8`` 0..255 or float 0..1, as :func:`read_input` gives) fit the network:
+    resize to ``size`` if asked, up to ``multiple`` if smaller, map to [-1, 1], then reflect-pad to
+    a multiple. Resizing is the datasets' (:func:`i2i.imaging.resize`), so that ``--size`` at the
+    training crop size feeds G what evaluation does. Returns the image, its size before padding,
+    and notes."""
     _, h, w = x.shape
     notes = []
     nh, nw = (size, size) if size else (h, w)
@@ -75,14 +85,54 @@ def fit_to_network(
         nh, nw = round(nh * scale), round(nw * scale)
         notes.append(f"the network needs at least {multiple}px")
     if (nh, nw) != (h, w):
-        x = F.interpolate(x[None], size=(nh, nw), mode="bicubic", align_corners=False)[0]
+        x = resize(x, (nh, nw))
         notes.insert(0, f"resized from {w}x{h} to {nw}x{nh}")
+    x = to_signed(x)
     ph, pw = (-nh) % multiple, (-nw) % multiple
     if ph or pw:
         pad_mode = "reflect" if ph < nh and pw < nw else "replicate"
         x = F.pad(x[None], (0, pw, 0, ph), mode=pad_mode)[0]
         notes.append(f"padded from {nw}x{nh} to {nw + pw}x{nh + ph} (multiple of {multiple})")
     return x, (nh, nw), notes
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """``stem.png`` per input; inputs sharing a stem (``1.jpg``, ``1.png``) keep their extension
+    (``1.jpg.png``, ``1.png.png``) so that no output overwrites another. Names are compared
+    case-insensitively (``A.png`` and ``a.jpg`` collide on macOS and Windows)."""
+    stems = Counter(p.stem.casefold() for p in files)
+    names, taken = [], set()
+    for p in files:
+        base = p.name if stems[p.stem.casefold()] > 1 else p.stem
+        name, n = f"{base}.png", 1
+        while name.casefold() in taken:  # e.g. inputs 1.jpg, 1.png and 1.jpg.png
+            n += 1
+            name = f"{base}-{n}.png"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+def check_not_overwriting(input_dir: Path, output_dir: Path, files: list[Path], names: list[str]) -> None:
+    """Refuse an output folder whose outputs would replace input images (the same folder, or a
+    link to it): translating would destroy the inputs."""
+    if output_dir.exists() and output_dir.resolve() == input_dir.resolve():
+        raise I2IError(
+            f"The output folder {output_dir} is the input folder {input_dir}: the translated images "
+            "would overwrite the inputs. Choose another output folder."
+        )
+    inputs = {(st.st_dev, st.st_ino): p for p in files if (st := p.stat())}  # hard links too
+    for name in names:
+        target = output_dir / name
+        if not target.exists():
+            continue
+        st = target.stat()
+        clash = inputs.get((st.st_dev, st.st_ino))
+        if clash is not None:
+            raise I2IError(
+                f"Writing {target} would overwrite the input image {clash} (output folder "
+                f"{output_dir}, input folder {input_dir}). Choose another output folder."
+            )
 
 
 @torch.no_grad()
@@ -119,6 +169,8 @@ def translate_folder(
     files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    names = output_names(files)
+    check_not_overwriting(input_dir, output_dir, files, names)
     output_dir.mkdir(parents=True, exist_ok=True)
     in_nc = state["io"]["input_nc"]
     multiple = size_multiple(G)
@@ -130,8 +182,8 @@ def translate_folder(
     torch.manual_seed(recipe["experiment"]["seed"])
     with Progress(console=console or Console(stderr=True)) as bar:
         task = bar.add_task("translating", total=len(files))
-        for path in files:
-            x = load_input(path, in_nc)
+        for path, out_name in zip(files, names, strict=True):
+            x = read_input(path, in_nc)
             if aligned:
                 half = x.shape[2] // 2
                 x = x[:, :, half:] if direction == "BtoA" else x[:, :, :half]
@@ -145,9 +197,9 @@ def translate_folder(
                 report.notes.append(f"{path.name}: {'; '.join(notes)}; the output is {w}x{h} like the input")
             y = generate(G, fitted[None].to(dev)).cpu()[0][:, :rh, :rw]
             if (rh, rw) != (h, w):
-                y = F.interpolate(y[None], size=(h, w), mode="bicubic", align_corners=False)[0]
+                y = resize(y, (h, w))
             y = y.clamp(-1, 1)
-            save_image(y, output_dir / f"{path.stem}.png")
+            save_image(y, output_dir / out_name)
             report.count += 1
             bar.advance(task)
     if resized:

@@ -142,7 +142,10 @@ def runs(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 def test_eval_reports_the_fcn_scores_through_the_cli(runs, tmp_path):
     _, exported, model = runs
-    assert exported.stat().st_size < 200_000  # fp16 weights of a 4-filter U-Net
+    from safetensors import safe_open
+
+    with safe_open(str(exported), framework="pt") as fh:  # --half stored the weights in fp16
+        assert {fh.get_tensor(k).dtype for k in fh.keys() if k.endswith("weight")} == {torch.float16}
     result = runner.invoke(app, ["eval", str(model), "--mode", "eval", "--out-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "fcn_iou" in result.output

@@ -511,3 +511,230 @@ def test_run_without_an_eval_split_still_finishes_with_a_report(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Evaluation skipped" in result.output and "i2i eval" in result.output
     assert (tmp_path / "runs" / "tiny" / "index.html").is_file()
+
+
+# -- issue 9: data loss or silently wrong results ----------------------------------------------------
+
+
+def test_translate_refuses_to_overwrite_its_inputs(trained_run, tmp_path):
+    from i2i.translate import translate_folder
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(src / "a.png")
+    before = (src / "a.png").read_bytes()
+    for out in (src, tmp_path / "in" / ".." / "in"):
+        with pytest.raises(I2IError) as caught:
+            translate_folder(trained_run, src, out, get_host())
+        assert str(src) in str(caught.value) and str(out) in str(caught.value)
+    assert (src / "a.png").read_bytes() == before
+    (tmp_path / "link").symlink_to(src)  # another name for the same folder
+    with pytest.raises(I2IError, match="overwrite"):
+        translate_folder(trained_run, src, tmp_path / "link", get_host())
+    assert (src / "a.png").read_bytes() == before and sorted(os.listdir(src)) == ["a.png"]
+
+
+def test_translate_and_eval_keep_inputs_with_the_same_stem_apart(trained_run, tmp_path):
+    from i2i.translate import translate_folder
+
+    src = tmp_path / "data" / "test"
+    src.mkdir(parents=True)
+    Image.effect_noise((64, 32), 30).convert("RGB").save(src / "1.png")
+    Image.effect_noise((64, 32), 60).convert("RGB").save(src / "1.jpg")
+    Image.effect_noise((64, 32), 90).convert("RGB").save(src / "2.png")
+    report = translate_folder(trained_run, src, tmp_path / "out", get_host())
+    assert report.count == 3
+    assert sorted(os.listdir(tmp_path / "out")) == ["1.jpg.png", "1.png.png", "2.png"]
+    [summary] = evaluate_checkpoint(
+        trained_run,
+        get_host(),
+        modes=["eval"],
+        recipe_changes={"data": {"root": str(tmp_path / "data")}},
+        out_dir=tmp_path / "ev",
+        show_progress=False,
+    )
+    table = (tmp_path / "ev" / "eval" / "per_image.csv").read_text().splitlines()
+    names = [line.split(",")[0] for line in table]
+    assert summary["count"] == 3 and names == ["name", "1", "1-2", "2"]
+    assert len(list((tmp_path / "ev" / "eval" / "images").glob("*.png"))) == 3
+
+
+def test_translate_feeds_the_generator_what_eval_does(trained_run, tmp_path, monkeypatch):
+    """--aligned --size N resizes like the datasets (bicubic with antialiasing)."""
+    import i2i.evaluate
+    import i2i.translate
+
+    seen: dict[str, list[torch.Tensor]] = {"translate": [], "eval": []}
+
+    def recording(module, key):
+        original = module.generator_from_checkpoint
+
+        def build(*args, **kwargs):
+            G = original(*args, **kwargs)
+            G.register_forward_pre_hook(lambda _m, inputs: seen[key].append(inputs[0].detach().clone()))
+            return G
+
+        monkeypatch.setattr(module, "generator_from_checkpoint", build)
+
+    recording(i2i.translate, "translate")
+    recording(i2i.evaluate, "eval")
+    src = tmp_path / "data" / "test"
+    src.mkdir(parents=True)
+    Image.effect_noise((600, 300), 80).convert("RGB").save(src / "big.png")  # shrunk 300 -> 32
+    i2i.translate.translate_folder(trained_run, src, tmp_path / "out", get_host(), aligned=True, size=32)
+    evaluate_checkpoint(
+        trained_run,
+        get_host(),
+        modes=["eval"],
+        recipe_changes={"data": {"root": str(tmp_path / "data")}},
+        out_dir=tmp_path / "ev",
+        show_progress=False,
+    )
+    [x_translate], [x_eval] = seen["translate"], seen["eval"]
+    assert x_translate.shape == x_eval.shape == (1, 3, 32, 32)
+    assert (x_translate - x_eval).abs().max() < 1e-5
+
+
+def poison_after(trainer, step: int) -> None:
+    """Make G's weights NaN right after step ``step``, as a diverging run would."""
+    train_step = trainer.train_step
+
+    def wrapped(batch):
+        logs = train_step(batch)
+        if trainer.step + 1 == step:
+            with torch.no_grad():
+                next(trainer.model.generator.parameters()).fill_(float("nan"))
+        return logs
+
+    trainer.train_step = wrapped
+
+
+def all_finite(state) -> bool:
+    return all(torch.isfinite(t).all() for t in state["generator"].values() if t.is_floating_point())
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(tiny_recipe):
+    from i2i.errors import TrainingDiverged
+
+    recipe = resolved(tiny_recipe, "train.max_steps=12", "train.log_every=100", "train.checkpoint_every=0")
+    trainer = start_run(recipe, get_host(), show_progress=False)
+    poison_after(trainer, 5)  # step 6 is the first with NaN losses; latest.pt is written at step 8
+    with pytest.raises(TrainingDiverged, match=r"step 6\b") as caught:
+        trainer.run()
+    assert "G_l1" in str(caught.value)
+    state = load_checkpoint(trainer.run_dir)
+    assert state["step"] == 4 and all_finite(state)  # the healthy end of epoch 1 is kept
+
+
+def test_an_infinite_learning_rate_fails_the_cli(tiny_recipe, capsys, monkeypatch):
+    from i2i.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as caught:
+        main(["run", str(tiny_recipe), "--no-progress", "-s", "optim.lr=inf", "-s", "train.max_steps=6"])
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    # D steps first, with an infinite rate: G's adversarial term of that very step is NaN
+    assert "step 1 gave non-finite losses (G_cgan, G_total)" in err and "Traceback" not in err
+    latest = tiny_recipe.parent / "runs" / "tiny" / "checkpoints" / "latest.pt"
+    assert not latest.exists() or all_finite(load_checkpoint(latest))
+
+
+def test_skip_nonfinite_skips_and_counts_bad_steps(tiny_recipe):
+    recipe = resolved(tiny_recipe, "train.max_steps=6", "train.skip_nonfinite=true", "train.log_every=2")
+    trainer = start_run(recipe, get_host(), show_progress=False)
+    [l1] = [loss for name, loss in trainer.model.losses if name == "l1"]
+    generator_loss = l1.generator_loss
+    calls = []
+
+    def sometimes_nan(ctx):
+        calls.append(1)
+        loss = generator_loss(ctx)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    l1.generator_loss = sometimes_nan
+    result = trainer.run()
+    assert result.finished and result.step == 6
+    log = read_log(result.run_dir / "log.jsonl")
+    assert [r["skipped_nonfinite"] for r in log] == [0, 1, 1]
+    assert all(math.isfinite(v) for r in log for v in r.values())
+    assert all_finite(load_checkpoint(result.run_dir))
+
+
+def test_resume_refuses_a_changed_optimiser(tiny_recipe):
+    _, part = train(tiny_recipe, "train.max_steps=1")
+    with pytest.raises(I2IError, match=r"\[optim\]"):
+        train(tiny_recipe, "train.max_steps=2", "optim.lr=0.001", resume=part.run_dir)
+    assert load_checkpoint(part.run_dir)["recipe"]["optim"]["lr"] == 2e-4
+
+
+def test_the_printed_resume_command_runs_as_printed(tiny_recipe, monkeypatch):
+    """After Ctrl-C, ``i2i run --resume RUN_DIR`` continues with the run's recipe and --set values."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from i2i.cli import app
+    from i2i.training import Trainer
+
+    step = Trainer.train_step
+
+    def stopping(self, batch):
+        logs = step(self, batch)
+        if self.step + 1 >= 2:
+            self._stop_requested = True  # as the first Ctrl-C does
+        return logs
+
+    monkeypatch.setattr(Trainer, "train_step", stopping)
+    overrides = ["-s", "train.max_steps=5", "-s", "train.evaluate=false", "-s", "train.log_every=1"]
+    stopped = CliRunner().invoke(app, ["run", str(tiny_recipe), "--no-progress", *overrides])
+    assert stopped.exit_code == 130, stopped.output
+    run_dir = tiny_recipe.parent / "runs" / "tiny"
+    hint = stopped.output.split("Continue with:")[1].strip().splitlines()[0]
+    assert hint == shlex.join(["i2i", "run", "--resume", str(run_dir)])
+    monkeypatch.undo()
+    done = CliRunner().invoke(app, shlex.split(hint)[1:] + ["--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert load_checkpoint(run_dir)["step"] == 5  # the --set train.max_steps=5 of the first command
+    assert [r["step"] for r in read_log(run_dir / "log.jsonl")] == [1, 2, 3, 4, 5]
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tiny_recipe):
+    from i2i.errors import RunLocked
+
+    _, result = train(tiny_recipe, "train.max_steps=1")
+    recipe = resolved(tiny_recipe, "train.max_steps=2")
+    first = start_run(recipe, get_host(), resume_dir=result.run_dir, show_progress=False)
+    with pytest.raises(RunLocked, match=str(result.run_dir)):
+        start_run(recipe, get_host(), resume_dir=result.run_dir, show_progress=False)
+    first.run()  # unlocks when it ends
+    _, again = train(tiny_recipe, "train.max_steps=3", resume=result.run_dir)
+    assert again.step == 3
+
+
+def test_resume_after_a_hard_kill_drops_the_steps_it_redoes(tiny_recipe):
+    _, result = train(tiny_recipe, "train.max_steps=4")  # latest.pt at step 4
+    run = result.run_dir
+    with (run / "log.jsonl").open("a") as fh:  # killed at step 7, mid-line, mid-checkpoint
+        fh.write(json.dumps({"step": 5, "G_l1": 9.0}) + "\n" + json.dumps({"step": 6, "G_l1": 9.0}))
+        fh.write('\n{"step": 7, "G_')
+    (run / "checkpoints" / ".latest.pt.k1ll3d.tmp").write_bytes(b"partial")
+    train(tiny_recipe, "train.max_steps=6", resume=run)
+    log = read_log(run / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and all(r["G_l1"] != 9.0 for r in log)
+    assert len((run / "log.jsonl").read_text().splitlines()) == 6
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_run_from_before_a_new_setting_still_resumes(tiny_recipe):
+    """A setting added to a component later (with a default) is not a change of the model."""
+    _, part = train(tiny_recipe, "train.max_steps=1")
+    path = part.run_dir / "checkpoints" / "latest.pt"
+    state = load_checkpoint(path)
+    del state["recipe"]["generator"]["output"]  # as written before the option existed
+    state.pop("path")
+    save_checkpoint({k: v for k, v in state.items() if k not in ("format", "format_version")}, path)
+    _, resumed = train(tiny_recipe, "train.max_steps=2", resume=part.run_dir)
+    assert resumed.step == 2
+    with pytest.raises(I2IError, match=r"\[generator\]"):
+        train(tiny_recipe, "train.max_steps=3", "generator.output=\"logits\"", resume=part.run_dir)

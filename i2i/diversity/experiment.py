@@ -30,7 +30,7 @@ from i2i.evaluate import generator_from_checkpoint
 from i2i.plugins import PluginHost
 from i2i.report import write_index
 from i2i.sampling import Sampler
-from i2i.training import FROZEN_ON_RESUME, start_run
+from i2i.training import changed_on_resume, start_run
 
 REFERENCE = "reference.json"
 
@@ -189,7 +189,7 @@ class DiversityExperiment:
         latest = run_dir / "checkpoints" / "latest.pt"
         if latest.is_file():
             stored = load_checkpoint(latest)
-            changed = [s for s in FROZEN_ON_RESUME if stored["recipe"].get(s) != variant.recipe.get(s)]
+            changed = changed_on_resume(stored["recipe"], variant.recipe, self.host)
             if changed:
                 raise I2IError(
                     f"Variant {variant.name}: the model in {run_dir} was trained with other "
@@ -206,7 +206,9 @@ class DiversityExperiment:
             console=self.console,
             show_progress=self.show_progress,
         )
-        if trainer.step < trainer.total_steps():
+        if trainer.step >= trainer.total_steps():
+            trainer.release()  # finished earlier: nothing to train, let the directory go
+        else:
             self.console.print(
                 f"[bold]Training variant {variant.name}[/bold] ({variant.label}): "
                 f"{trainer.total_steps()} steps, from step {trainer.step}, in {run_dir}"

@@ -25,6 +25,14 @@ from i2i.errors import I2IError
 from i2i.sampling import check_mode, dropout_layers, latent_dim
 
 
+def with_zero_code(generator: nn.Module, inputs: Tensor) -> Tensor:
+    """G(inputs), with the all-zero code (the prior's mean) for generators that take one."""
+    size = latent_dim(generator)
+    if size > 0:
+        return generator(inputs, inputs.new_zeros(inputs.shape[0], size))
+    return generator(inputs)
+
+
 class DropoutSampler(Sampler):
     """Test-time dropout: the generator's own dropout layers are the source of randomness."""
 
@@ -52,10 +60,7 @@ class DropoutSampler(Sampler):
 
     def sample(self, generator: nn.Module, inputs: Tensor) -> Tensor:
         # A latent generator with dropout gets one fixed code, so only the dropout varies.
-        size = latent_dim(generator)
-        if size > 0:
-            return generator(inputs, inputs.new_zeros(inputs.shape[0], size))
-        return generator(inputs)
+        return with_zero_code(generator, inputs)
 
     def describe(self) -> str:
         stats = "test-batch statistics" if self.mode == "train" else "running statistics"
@@ -85,10 +90,7 @@ class DeterministicSampler(Sampler):
     """The generator's single eval-mode answer, repeated: diversity zero by construction."""
 
     def sample(self, generator: nn.Module, inputs: Tensor) -> Tensor:
-        size = latent_dim(generator)
-        if size > 0:
-            return generator(inputs, inputs.new_zeros(inputs.shape[0], size))
-        return generator(inputs)
+        return with_zero_code(generator, inputs)
 
     def describe(self) -> str:
         return "no noise: eval mode, dropout off, zero code"

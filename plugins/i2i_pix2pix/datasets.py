@@ -6,6 +6,11 @@ resized/cropped/flipped like the original pix2pix code (``data/base_dataset.py``
 to [-1, 1]. Random jitter uses only torch's RNG, through :mod:`torchvision.transforms.v2` called on
 the input and the target together, so both always get the same crop and flip and a seeded
 ``DataLoader`` reproduces it.
+
+With ``target_palette`` the target is a colour-coded label map instead of a picture: it is snapped
+to class indices by a :mod:`~i2i_pix2pix.palettes` palette at its stored size, resized with nearest
+neighbour as a ``tv_tensors.Mask`` (so no blend of two classes ever appears), cropped and flipped
+with the input, and handed out as a one-hot (K, H, W) tensor of -1 and +1, one channel per class.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch.utils.data import Dataset
 
 from i2i import hookimpl
 from i2i.errors import DataError, suggest
+from i2i_pix2pix.palettes import Palette, get_palette
 
 Direction = Literal["AtoB", "BtoA"]
 Preprocess = Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"]
@@ -231,6 +237,8 @@ class PairTransform:
 
     The deterministic resizing is done per image; the random crop and flip are one
     ``transforms.v2`` call on all images wrapped as ``tv_tensors.Image``, so they share parameters.
+    Class maps passed as ``tv_tensors.Mask`` take the same geometry with nearest-neighbour
+    resizing and come back as plain index tensors, not mapped to [-1, 1].
     """
 
     def __init__(self, preprocess: str, load_size: int, crop_size: int, train: bool, flip: bool) -> None:
@@ -288,14 +296,23 @@ class PairTransform:
 
         wrapped = []
         for img in images:
-            img = tv_tensors.Image(img)
-            if (th, tw) != (h, w):
-                img = TF.resize(img, [th, tw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+            if isinstance(img, tv_tensors.Mask):
+                # Nearest neighbour at pixel centres: lines up with the antialiased picture and
+                # never invents a class where two meet.
+                if (th, tw) != (h, w):
+                    img = TF.resize(img, [th, tw], interpolation=InterpolationMode.NEAREST_EXACT)
+            else:
+                img = tv_tensors.Image(img)
+                if (th, tw) != (h, w):
+                    img = TF.resize(img, [th, tw], interpolation=InterpolationMode.BICUBIC, antialias=True)
             wrapped.append(img)
         if self.random is not None:
             out = self.random(*wrapped)
             wrapped = list(out) if len(wrapped) > 1 else [out]
-        return [_to_unit_range(x.as_subclass(Tensor)) for x in wrapped]
+        return [
+            x.as_subclass(Tensor) if isinstance(x, tv_tensors.Mask) else _to_unit_range(x.as_subclass(Tensor))
+            for x in wrapped
+        ]
 
 
 def _to_unit_range(x: Tensor) -> Tensor:
@@ -330,18 +347,57 @@ class _ImageDataset(Dataset):
         flip: bool,
         input_nc: int,
         output_nc: int,
+        target_palette: str = "",
     ) -> None:
         self.split = split
         self.input_nc = _check_nc("input_nc", input_nc)
         self.output_nc = _check_nc("output_nc", output_nc)
+        #: The palette that turns the targets into classes, or ``None`` for picture targets.
+        self.palette: Palette | None = None
+        if not isinstance(target_palette, str):
+            raise DataError(
+                f"target_palette must be a palette name or the path of a palette JSON file, got "
+                f"{target_palette!r}."
+            )
+        if target_palette.strip():
+            self.palette = get_palette(target_palette)
+            classes = self.palette.num_classes
+            if self.output_nc not in (3, classes):
+                raise DataError(
+                    f"output_nc is {self.output_nc}, but with target_palette = {target_palette!r} the "
+                    f"target has one channel per class ({classes}); leave output_nc out (the label "
+                    "images themselves are read as RGB)."
+                )
+            self.output_nc = classes
         self.transform = PairTransform(
             preprocess, load_size, crop_size, train=split == "train", flip=bool(flip)
         )
 
+    def prepare_target(self, image: Tensor, path: Path) -> Tensor:
+        """The target as read, ready for the joint geometry: the picture, or its class map.
+
+        Classes are found at the stored resolution, before any resizing blends the colours.
+        """
+        if self.palette is None:
+            return to_channels(image, self.output_nc, path, "output_nc")
+        from torchvision import tv_tensors
+
+        rgb = to_channels(image, 3, path, "the channel count of a target_palette label map")
+        classes = self.palette.quantise(rgb)
+        small = torch.uint8 if self.palette.num_classes <= 256 else torch.int64
+        return tv_tensors.Mask(classes[None].to(small))
+
+    def finish_target(self, target: Tensor) -> Tensor:
+        """After the geometry: a class map becomes one-hot -1/+1 channels, keeping B in [-1, 1]."""
+        if self.palette is None:
+            return target
+        return self.palette.one_hot(target[0]).mul_(2.0).sub_(1.0)
+
     def __repr__(self) -> str:
+        palette = f", target_palette={self.palette.name!r}" if self.palette is not None else ""
         return (
             f"{type(self).__name__}(split={self.split!r}, items={len(self)}, "
-            f"input_nc={self.input_nc}, output_nc={self.output_nc})"
+            f"input_nc={self.input_nc}, output_nc={self.output_nc}{palette})"
         )
 
 
@@ -369,9 +425,9 @@ class AlignedDataset(_ImageDataset):
         left, right = ab[..., : w // 2], ab[..., w // 2 :]
         src, dst = (left, right) if self.direction == "AtoB" else (right, left)
         a = to_channels(src, self.input_nc, path, "input_nc")
-        b = to_channels(dst, self.output_nc, path, "output_nc")
+        b = self.prepare_target(dst, path)
         a, b = self.transform([a, b], path)
-        return {"A": a, "B": b, "name": path.stem}
+        return {"A": a, "B": self.finish_target(b), "name": path.stem}
 
 
 class PairedFoldersDataset(_ImageDataset):
@@ -390,7 +446,7 @@ class PairedFoldersDataset(_ImageDataset):
         if self.direction == "BtoA":
             path_a, path_b = path_b, path_a
         a = to_channels(read_image(path_a), self.input_nc, path_a, "input_nc")
-        b = to_channels(read_image(path_b), self.output_nc, path_b, "output_nc")
+        b = self.prepare_target(read_image(path_b), path_b)
         if a.shape[-2:] != b.shape[-2:]:
             raise DataError(
                 f"The pair {path_a.stem!r} is not pixel-aligned: {path_a} is "
@@ -398,7 +454,7 @@ class PairedFoldersDataset(_ImageDataset):
                 "(width x height). Both images of a pair must have the same size."
             )
         a, b = self.transform([a, b], path_a)
-        return {"A": a, "B": b, "name": path_a.stem}
+        return {"A": a, "B": self.finish_target(b), "name": path_a.stem}
 
 
 class SingleDataset(_ImageDataset):
@@ -430,6 +486,7 @@ def aligned(
     input_nc: int = 3,
     output_nc: int = 3,
     max_items: int | None = None,
+    target_palette: str = "",
 ) -> AlignedDataset:
     """Pairs stored side by side in one image (A left, B right), as in pix2pix: root/<split>/*.jpg.
 
@@ -443,6 +500,11 @@ def aligned(
     input_nc, output_nc: channels of the network input and target (1 greyscale, 3 RGB, other
     numbers need files with exactly that many channels, e.g. TIFF).
     max_items: use only the first N files (in natural order), for quick experiments.
+    target_palette: make the target a class map, for training a segmenter: a built-in palette
+    ("cmp_facades") or the path of a JSON file {"classes": [{"name": ..., "colour": "#rrggbb"}, ...]}.
+    The target half (B after direction) is snapped pixel by pixel to the nearest palette colour at
+    its stored size, then resized with nearest neighbour and cropped/flipped with the input; "B"
+    becomes one-hot, K channels of -1/+1 (K classes), and output_nc is K. Empty: off.
 
     Random jitter (random crop, flip) is applied only to the "train" split. Every other split is
     deterministic: "resize_and_crop" resizes straight to crop_size, the crop variants take the
@@ -467,6 +529,7 @@ def aligned(
         flip=flip,
         input_nc=input_nc,
         output_nc=output_nc,
+        target_palette=target_palette,
     )
 
 
@@ -499,12 +562,15 @@ def paired_folders(
     input_nc: int = 3,
     output_nc: int = 3,
     max_items: int | None = None,
+    target_palette: str = "",
 ) -> PairedFoldersDataset:
     """Pairs in two folders matched by file name: root/<split>/A/x.png with root/<split>/B/x.png.
 
     When root has no <split> folder, root/A and root/B are used for every split. The two images of
     a pair may differ in format (x.jpg with x.png) but must have the same size. Every image must
     have a partner. Options as for "aligned": direction "AtoB" feeds A to the network, "BtoA" B.
+    target_palette (a palette name such as "cmp_facades", or a JSON palette file) turns the target
+    (B after direction) into a one-hot class map with K channels of -1/+1, as for "aligned".
 
     Random jitter (random crop, flip) is applied only to the "train" split. Every other split is
     deterministic: "resize_and_crop" resizes straight to crop_size, the crop variants take the
@@ -546,6 +612,7 @@ def paired_folders(
         flip=flip,
         input_nc=input_nc,
         output_nc=output_nc,
+        target_palette=target_palette,
     )
 
 

@@ -2,7 +2,8 @@
 
 Both follow the architectures of the original pix2pix/CycleGAN code, so a recipe with the usual
 settings reproduces its networks exactly (``unet_256`` with 64 filters and batch norm has 54,413,955
-parameters for RGB to RGB). Outputs are squashed to [-1, 1] by a final ``tanh``.
+parameters for RGB to RGB). Outputs are squashed to [-1, 1] by a final ``tanh``; the U-Nets can
+instead end without it (``output = "logits"``) and so give unbounded class scores, for segmentation.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from i2i.errors import I2IError, suggest
 
 Norm = Literal["batch", "instance", "none"]
 Padding = Literal["reflect", "replicate", "zero"]
+Output = Literal["tanh", "logits"]
 NORMS: tuple[str, ...] = typing.get_args(Norm)
 PADDINGS: tuple[str, ...] = typing.get_args(Padding)
+OUTPUTS: tuple[str, ...] = typing.get_args(Output)
 
 
 # -- shared helpers ------------------------------------------------------------------------------
@@ -76,8 +79,9 @@ def _check_input(x: Tensor, input_nc: int, multiple: int, what: str) -> None:
 class UnetBlock(nn.Module):
     """One level of the U-Net: downsample, the inner levels, upsample, and a skip connection.
 
-    The outermost level maps ``input_nc`` to ``outer_nc`` channels and ends in ``tanh``; every other
-    level returns ``cat(x, f(x))``, doubling the channels its parent sees.
+    The outermost level maps ``input_nc`` to ``outer_nc`` channels and ends in ``tanh`` (unless
+    ``tanh=False``, for raw logits); every other level returns ``cat(x, f(x))``, doubling the
+    channels its parent sees.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class UnetBlock(nn.Module):
         innermost: bool = False,
         norm: str = "batch",
         dropout: bool = False,
+        tanh: bool = True,
     ) -> None:
         super().__init__()
         self.outermost = outermost
@@ -104,7 +109,10 @@ class UnetBlock(nn.Module):
 
         if outermost:
             up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
-            layers: list[nn.Module] = [down_conv, submodule, up_act, up_conv, nn.Tanh()]
+            # The tanh has no weights, so leaving it out keeps the state-dict keys unchanged.
+            layers: list[nn.Module] = [down_conv, submodule, up_act, up_conv]
+            if tanh:
+                layers.append(nn.Tanh())
         elif innermost:
             up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
             layers = [down_act, down_conv, up_act, up_conv, norm_layer(norm, outer_nc)]
@@ -137,7 +145,7 @@ class UnetGenerator(nn.Module):
     """U-Net generator: an encoder/decoder with skip connections between mirrored levels.
 
     The image is halved ``num_downs`` times (to 1x1 for a ``2**num_downs`` input), so its height and
-    width must be multiples of ``2**num_downs``.
+    width must be multiples of ``2**num_downs``. ``output="logits"`` drops the final ``tanh``.
     """
 
     latent_dim = 0
@@ -150,6 +158,7 @@ class UnetGenerator(nn.Module):
         ngf: int = 64,
         norm: str = "batch",
         dropout: bool = True,
+        output: str = "tanh",
     ) -> None:
         super().__init__()
         check_positive("input_nc", input_nc)
@@ -157,9 +166,12 @@ class UnetGenerator(nn.Module):
         check_positive("num_downs", num_downs, minimum=5)
         check_positive("ngf", ngf)
         check_norm(norm)
+        if output not in OUTPUTS:
+            raise I2IError(f"Unknown U-Net output {output!r}. {suggest(str(output), OUTPUTS)}")
         self.input_nc = input_nc
         self.output_nc = output_nc
         self.num_downs = num_downs
+        self.output = output
 
         # Built from the bottleneck outwards; each level wraps the one below it.
         block = UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
@@ -168,7 +180,15 @@ class UnetGenerator(nn.Module):
         block = UnetBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
         block = UnetBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
         block = UnetBlock(ngf, ngf * 2, submodule=block, norm=norm)
-        self.model = UnetBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, norm=norm)
+        self.model = UnetBlock(
+            output_nc,
+            ngf,
+            input_nc=input_nc,
+            submodule=block,
+            outermost=True,
+            norm=norm,
+            tanh=output == "tanh",
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.input_nc, 2**self.num_downs, f"U-Net with num_downs={self.num_downs}")
@@ -182,27 +202,46 @@ def unet(
     ngf: int = 64,
     norm: Norm = "batch",
     dropout: bool = True,
+    output: Output = "tanh",
 ) -> UnetGenerator:
     """U-Net with skip connections; the image size must be a multiple of 2**num_downs.
 
     num_downs: number of halvings (at least 5); ngf: filters in the first layer; norm: batch,
-    instance or none; dropout: 50% dropout in the innermost 512-filter levels (pix2pix's noise).
+    instance or none; dropout: 50% dropout in the innermost 512-filter levels (pix2pix's noise);
+    output: "tanh" squashes to [-1, 1] (images), "logits" leaves the scores unbounded (one channel
+    per class, for a segmenter trained with the cross_entropy loss).
     """
-    return UnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout)
+    return UnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, output)
 
 
 def unet_128(
-    input_nc: int, output_nc: int, ngf: int = 64, norm: Norm = "batch", dropout: bool = True
+    input_nc: int,
+    output_nc: int,
+    ngf: int = 64,
+    norm: Norm = "batch",
+    dropout: bool = True,
+    output: Output = "tanh",
 ) -> UnetGenerator:
-    """U-Net with 7 downsamplings, for 128x128 images (sizes must be multiples of 128)."""
-    return UnetGenerator(input_nc, output_nc, 7, ngf, norm, dropout)
+    """U-Net with 7 downsamplings, for 128x128 images (sizes must be multiples of 128).
+
+    output: "tanh" for images in [-1, 1], "logits" for unbounded class scores (segmentation).
+    """
+    return UnetGenerator(input_nc, output_nc, 7, ngf, norm, dropout, output)
 
 
 def unet_256(
-    input_nc: int, output_nc: int, ngf: int = 64, norm: Norm = "batch", dropout: bool = True
+    input_nc: int,
+    output_nc: int,
+    ngf: int = 64,
+    norm: Norm = "batch",
+    dropout: bool = True,
+    output: Output = "tanh",
 ) -> UnetGenerator:
-    """U-Net with 8 downsamplings, for 256x256 images: the pix2pix default generator."""
-    return UnetGenerator(input_nc, output_nc, 8, ngf, norm, dropout)
+    """U-Net with 8 downsamplings, for 256x256 images: the pix2pix default generator.
+
+    output: "tanh" for images in [-1, 1], "logits" for unbounded class scores (segmentation).
+    """
+    return UnetGenerator(input_nc, output_nc, 8, ngf, norm, dropout, output)
 
 
 # -- ResNet --------------------------------------------------------------------------------------

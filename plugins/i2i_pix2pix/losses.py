@@ -1,7 +1,10 @@
-"""Default losses: the conditional adversarial loss of pix2pix and L1/L2 reconstruction."""
+"""Default losses: the conditional adversarial loss of pix2pix, L1/L2 reconstruction, and per-pixel
+cross-entropy for segmenters (a generator with ``output = "logits"`` and a palette target)."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Literal
 
 import torch
@@ -111,9 +114,85 @@ def l2(weight: float = 100.0) -> Loss:
     return ReconstructionLoss(weight, "l2")
 
 
+class CrossEntropyLoss(Loss):
+    """Per-pixel cross-entropy of G's class scores against a one-hot target.
+
+    Segmentation as translation: the dataset's ``target_palette`` makes ``real_B`` one-hot (K, H, W)
+    in -1/+1, G (with ``output = "logits"``) gives K unbounded scores per pixel, and the class of a
+    pixel is ``real_B.argmax(1)``. With class weights the mean is weighted as in
+    :func:`torch.nn.functional.cross_entropy` (divided by the summed weights of the pixels' classes).
+    """
+
+    def __init__(self, weight: float = 1.0, class_weights: tuple[float, ...] | list[float] = ()) -> None:
+        super().__init__(weight)
+        values = [float(w) for w in class_weights or ()]
+        if any(not math.isfinite(w) or w < 0 for w in values) or (values and sum(values) == 0):
+            raise I2IError(
+                f"losses.cross_entropy.class_weights must be finite numbers >= 0, not all 0, got {values}."
+            )
+        weights = torch.tensor(values, dtype=torch.float32) if values else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self._checked = False
+
+    def _check_classes(self, classes: int) -> None:
+        if self.class_weights is not None and len(self.class_weights) != classes:
+            raise I2IError(
+                f"losses.cross_entropy.class_weights has {len(self.class_weights)} values, but the "
+                f"target has {classes} classes (data.target_palette): give one weight per class, in "
+                "palette order, or leave class_weights out."
+            )
+
+    def setup(self, *, input_nc: int, output_nc: int, latent_dim: int) -> None:
+        self._check_classes(output_nc)
+
+    def _check_first_batch(self, ctx: StepContext) -> None:
+        """Clear errors for the usual set-up mistakes, once (the checks synchronise the device)."""
+        logits, target = ctx.fake_B, ctx.real_B
+        if logits.dim() != 4 or logits.shape != target.shape:
+            raise I2IError(
+                f"cross_entropy compares class scores (N, K, H, W) with a one-hot target of the same "
+                f"shape, but the generator gave {tuple(logits.shape)} and the target is "
+                f"{tuple(target.shape)}."
+            )
+        self._check_classes(logits.shape[1])
+        if not bool(((target == 1).sum(1) == 1).all()):
+            raise I2IError(
+                "cross_entropy needs one-hot class targets, but real_B is an image: set "
+                'data.target_palette (e.g. "cmp_facades" or a palette JSON file) so that the '
+                "dataset turns the label maps into classes."
+            )
+        if getattr(ctx.generator, "output", None) == "tanh":
+            warnings.warn(
+                "cross_entropy is training a generator whose output ends in tanh, which bounds the "
+                'class scores to [-1, 1]; set generator.output = "logits".',
+                stacklevel=2,
+            )
+        self._checked = True
+
+    def generator_loss(self, ctx: StepContext) -> Tensor:
+        if not self._checked:
+            self._check_first_batch(ctx)
+        logits = ctx.fake_B.float()  # log-softmax in full precision whatever G computes in
+        classes = ctx.real_B.argmax(1)
+        loss = F.cross_entropy(logits, classes, weight=self.class_weights)
+        ctx.log("ce_pixel_acc", (logits.detach().argmax(1) == classes).float().mean())
+        return loss
+
+
+def cross_entropy(weight: float = 1.0, class_weights: tuple[float, ...] = ()) -> Loss:
+    """Per-pixel cross-entropy for segmenters: G's logits against the target's classes.
+
+    Needs data.target_palette (one-hot targets) and generator output = "logits". class_weights: one
+    weight per class in palette order (empty: all 1), e.g. to count rare classes more. Logs the
+    batch's per-pixel accuracy as ce_pixel_acc.
+    """
+    return CrossEntropyLoss(weight, class_weights)
+
+
 @hookimpl
 def i2i_register_losses(registry):
     registry.add("cgan", cgan)
     registry.add("gan", gan)
     registry.add("l1", l1)
     registry.add("l2", l2)
+    registry.add("cross_entropy", cross_entropy)
