@@ -247,6 +247,13 @@ def eval_(
     max_items: Annotated[int | None, typer.Option(help="Evaluate at most N images.")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Where to write reports.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda...")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated metric names instead of the recipe's eval.metrics "
+            "(default parameters), e.g. l1,psnr,ssim,fcn_pixel_acc,fcn_class_acc,fcn_iou."
+        ),
+    ] = None,
 ) -> None:
     """Translate a split with a trained generator and report L1, PSNR, SSIM (and more)."""
     from i2i.evaluate import evaluate_checkpoint, summary_table
@@ -262,6 +269,12 @@ def eval_(
         changes["eval"]["split"] = split
     if max_items is not None:
         changes["eval"]["max_items"] = max_items
+    if metrics:
+        names = [m.strip() for m in metrics.split(",") if m.strip()]
+        known = _host().registry("metric")
+        for name in names:
+            known.get(name)  # an unknown name stops here, with suggestions
+        changes["eval"]["metrics"] = names
     summaries = evaluate_checkpoint(
         target,
         _host(),

@@ -68,6 +68,7 @@ tensorboard = false
 inputs = 3
 samples = 3
 figure_inputs = 2
+quality = ["l1", "psnr", "ssim", "fcn_iou"]
 
 [[diversity.variants]]
 name = "pix2pix"
@@ -308,6 +309,7 @@ def test_experiment_end_to_end_and_resume(toy, tmp_path):
     for r in payload["rows"]:
         assert r["ratio_l1"] == pytest.approx(r["div_l1"] / payload["reference"]["values"]["l1"])
         assert {"q_l1", "q_psnr", "q_ssim", "div_1-ssim", "div_std"} <= set(r)
+        assert 0.0 <= r["q_fcn_iou"] <= 1.0  # set-level, against the input label maps
     for name in (
         "index.html",
         "diversity.csv",

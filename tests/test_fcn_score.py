@@ -163,3 +163,16 @@ def test_a_model_that_is_not_a_segmenter_is_refused(runs):
 def test_missing_segmenter_weights_say_how_to_make_them(tmp_path):
     with pytest.raises(I2IError, match="facades_segmenter"):
         get_host().registry("metric").build("fcn_pixel_acc", weights=str(tmp_path / "nope.safetensors"))
+
+
+def test_eval_takes_metrics_by_name_and_the_shipped_segmenter_works(runs, tmp_path):
+    _, _, model = runs
+    args = ["eval", str(model), "--mode", "eval", "--out-dir", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--metrics", "psnr,fcn_pixel_acc"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
+    assert set(saved) == {"psnr", "fcn_pixel_acc"}  # the shipped segmenter, by default
+    assert 0.0 <= saved["fcn_pixel_acc"]["mean"] <= 1.0
+    result = runner.invoke(app, [*args, "--metrics", "psnr,fcn_iuo"])
+    assert result.exit_code == 1
+    assert "Did you mean 'fcn_iou'" in str(result.exception)

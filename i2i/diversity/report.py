@@ -141,18 +141,24 @@ def write_report(
 
     first = diversity_columns(measures)[0]
     quality_keys = [k for k in columns if k.startswith("q_")]
-    y_key = "q_ssim" if "q_ssim" in quality_keys else (quality_keys[0] if quality_keys else None)
+    # SSIM against the target, and (when measured) the FCN-score against the input label map,
+    # which does not punish a plausible output for having other colours than the target.
+    y_keys = [k for k in ("q_ssim", "q_fcn_pixel_acc") if k in quality_keys] or quality_keys[:1]
     scatter_html = ""
-    if y_key:
+    for y_key in y_keys:
+        name = SCATTER if y_key == y_keys[0] else f"quality_vs_diversity_{y_key[2:]}.png"
+        against = "the input label map" if y_key.startswith("q_fcn") else "the target"
         _scatter(
             rows,
             f"ratio_{first}",
             y_key,
             f"diversity: pairwise {first} as a fraction of real pairs",
-            f"quality: {y_key[2:]} to the target",
-            root / SCATTER,
+            f"quality: {y_key[2:]} against {against}",
+            root / name,
         )
-        scatter_html = f'<h2>Quality vs diversity</h2><img src="{relative_href(SCATTER)}" alt="scatter">'
+        scatter_html += f'<img src="{relative_href(name)}" alt="quality against diversity">'
+    if scatter_html:
+        scatter_html = f"<h2>Quality vs diversity</h2>{scatter_html}"
 
     div_cols = diversity_columns(measures)
     head = "".join(
