@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -35,19 +34,15 @@ from rich.progress import (
 from i2i import __version__
 from i2i.build import Model, build_dataset, build_metrics, build_training
 from i2i.checkpoint import load_checkpoint, save_checkpoint
-from i2i.errors import CheckpointError, I2IError, RunLocked, TrainingDiverged
+from i2i.errors import CheckpointError, I2IError, TrainingDiverged
 from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
 from i2i.perf import tune_allocator
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe, dumps, resolve
+from i2i.rundir import RunLock, forget_after, new_run_dir, plugins_used
 from i2i.sampling import generate
 from i2i.schedules import step_scheduler
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: run directories are not locked
-    fcntl = None
 
 #: Logged values shown next to the progress bar (all of them go to the log).
 SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
@@ -77,74 +72,6 @@ def set_requires_grad(net: torch.nn.Module | None, flag: bool) -> None:
     if net is not None:
         for p in net.parameters():
             p.requires_grad_(flag)
-
-
-def plugins_used(recipe: Recipe, host: PluginHost) -> dict[str, str]:
-    """Plugin name → "distribution version" for every component the recipe names."""
-    used = {}
-    pairs = [("dataset", recipe["data"]["name"]), ("generator", recipe["generator"]["name"])]
-    if "discriminator" in recipe:
-        pairs.append(("discriminator", recipe["discriminator"]["name"]))
-    pairs += [("loss", t["name"]) for t in recipe["losses"]]
-    pairs += [("metric", m if isinstance(m, str) else m["name"]) for m in recipe["eval"]["metrics"]]
-    for kind, name in pairs:
-        provider = host.registry(kind).get(name).provider
-        used[provider.plugin] = str(provider)
-    return dict(sorted(used.items()))
-
-
-def new_run_dir(recipe: Recipe) -> Path:
-    """``output_dir/name``, or ``name-2``, ``name-3``... when that exists already."""
-    base = Path(recipe["experiment"]["output_dir"]) / recipe["experiment"]["name"]
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``RUN_DIR/.lock`` while a process trains there.
-
-    Two processes training one run directory would interleave its log and overwrite each other's
-    checkpoints. The operating system drops the lock when the process dies, so a hard kill leaves
-    no stale lock behind; the file itself stays (removing it would race with a new holder).
-    """
-
-    NAME = ".lock"
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / self.NAME
-        self._fh = None
-
-    def acquire(self) -> RunLock:
-        if fcntl is None:
-            return self
-        fh = self.path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip()
-            fh.close()
-            by = f" (process {holder})" if holder.isdigit() else ""
-            raise RunLocked(
-                f"{self.path.parent} is being trained by another i2i process{by}, which holds the lock "
-                f"{self.path}: two runs in one directory would interleave its log and checkpoints. "
-                "Wait for that run to finish or stop it, then resume."
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-        return self
-
-    def release(self) -> None:
-        if self._fh is not None:
-            self._fh.close()  # closing the file drops the lock
-            self._fh = None
 
 
 @dataclass
@@ -233,30 +160,9 @@ class Trainer:
         return state
 
     def forget_after_checkpoint(self) -> None:
-        """On resume: drop what a hard kill left after the checkpoint being resumed from.
-
-        The log lines of steps after it (they are trained and logged again, so they would appear
-        twice), a half-written last line, and temporary checkpoint files of an interrupted save.
-        Call it only while holding the run's lock.
-        """
-        for tmp in (self.run_dir / "checkpoints").glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        log = self.run_dir / "log.jsonl"
-        if not log.is_file():
-            return
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-        kept = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a line cut short by the kill
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= self.step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        if kept != lines:
-            tmp = log.with_name(f".{log.name}.tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, log)
+        """On resume: drop what a hard kill left after the checkpoint being resumed from (log
+        lines of steps that are trained again, temporary checkpoint files). Call it under the lock."""
+        forget_after(self.run_dir, self.step)
 
     def release(self) -> None:
         """Let another process train this run directory."""
