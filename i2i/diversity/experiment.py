@@ -51,10 +51,6 @@ class SamplerSpec:
     name: str
     sampler: Sampler
 
-    @property
-    def key(self) -> str:
-        return self.name
-
 
 def _build_samplers(variant: Variant, host: PluginHost) -> list[SamplerSpec]:
     specs = []
@@ -220,10 +216,10 @@ class DiversityExperiment:
         return latest
 
     def result_path(self, variant: Variant, spec: SamplerSpec) -> Path:
-        return self.root / "results" / f"{variant.name}__{spec.key}.json"
+        return self.root / "results" / f"{variant.name}__{spec.name}.json"
 
     def figure_path(self, variant: Variant, spec: SamplerSpec) -> Path:
-        return self.root / "figures" / f"{variant.name}__{spec.key}.png"
+        return self.root / "figures" / f"{variant.name}__{spec.name}.png"
 
     def measure_variant(self, variant: Variant, checkpoint: Path, inputs: Inputs) -> list[dict[str, Any]]:
         specs = self.samplers[variant.name]

@@ -20,7 +20,7 @@ import typing
 from typing import Literal
 
 import torch
-from i2i_pix2pix.generators import Norm, _check_input, check_norm, check_positive, conv_bias, norm_layer
+from i2i_pix2pix.generators import Norm, _check_input, check_positive, check_unet, conv_bias, norm_layer
 from torch import Tensor, nn
 
 from i2i import hookimpl
@@ -120,12 +120,8 @@ class LatentUnetGenerator(nn.Module):
         inject: str = "all",
     ) -> None:
         super().__init__()
-        check_positive("input_nc", input_nc)
-        check_positive("output_nc", output_nc)
-        check_positive("num_downs", num_downs, minimum=5)
-        check_positive("ngf", ngf)
+        check_unet(input_nc, output_nc, num_downs, ngf, norm)
         check_positive("nz", nz)
-        check_norm(norm)
         if inject not in INJECTS:
             raise I2IError(f"Unknown latent injection {inject!r}. {suggest(str(inject), INJECTS)}")
         self.input_nc = input_nc

@@ -75,6 +75,15 @@ def _check_input(x: Tensor, input_nc: int, multiple: int, what: str) -> None:
         )
 
 
+def check_unet(input_nc: int, output_nc: int, num_downs: int, ngf: int, norm: str) -> None:
+    """The checks every U-Net shares (the latent-code U-Nets of other plugins too)."""
+    check_positive("input_nc", input_nc)
+    check_positive("output_nc", output_nc)
+    check_positive("num_downs", num_downs, minimum=5)
+    check_positive("ngf", ngf)
+    check_norm(norm)
+
+
 # -- U-Net ---------------------------------------------------------------------------------------
 class UnetBlock(nn.Module):
     """One level of the U-Net: downsample, the inner levels, upsample, and a skip connection.
@@ -161,11 +170,7 @@ class UnetGenerator(nn.Module):
         output: str = "tanh",
     ) -> None:
         super().__init__()
-        check_positive("input_nc", input_nc)
-        check_positive("output_nc", output_nc)
-        check_positive("num_downs", num_downs, minimum=5)
-        check_positive("ngf", ngf)
-        check_norm(norm)
+        check_unet(input_nc, output_nc, num_downs, ngf, norm)
         if output not in OUTPUTS:
             raise I2IError(f"Unknown U-Net output {output!r}. {suggest(str(output), OUTPUTS)}")
         self.input_nc = input_nc
