@@ -66,3 +66,12 @@ def i2i_register_samplers(registry: Registry) -> None:
     See :class:`i2i.sampling.Sampler`: a sampler draws several outputs for one input from a trained
     generator (test-time dropout, a random latent code, ...).
     """
+
+
+@hookspec
+def i2i_register_palettes(registry: Registry) -> None:
+    """Register label palettes: ``factory() -> i2i.palette.Palette``.
+
+    A palette names the classes of a colour-coded label map and their colours; ``i2i serve`` offers
+    them as the brush colours of its drawing canvas and snaps drawn pixels to them.
+    """

@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dataset": ("i2i_register_datasets", ("split",)),
     "metric": ("i2i_register_metrics", ()),
     "sampler": ("i2i_register_samplers", ()),
+    "palette": ("i2i_register_palettes", ()),
 }
 
 
