@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from i2i.checkpoint import load_checkpoint
 from i2i.errors import DataError, I2IError
 from i2i.evaluate import generator_from_checkpoint
 from i2i.imaging import resize, save_image, to_signed
+from i2i.outputs import output_folder
 from i2i.plugins import PluginHost
 from i2i.sampling import generate
 
@@ -40,11 +43,18 @@ def size_multiple(generator: torch.nn.Module) -> int:
     return 2 ** int(num_downs) if num_downs else 4
 
 
-def read_input(path: Path, channels: int) -> torch.Tensor:
+def read_input(path: Path, channels: int, large: list[str] | None = None) -> torch.Tensor:
     """An image file as a (C, H, W) tensor with ``channels`` channels, as the datasets decode it:
-    8-bit files stay ``uint8`` (0..255), 16-bit ones become float in [0, 1]."""
+    8-bit files stay ``uint8`` (0..255), 16-bit ones become float in [0, 1]. Images big enough for
+    Pillow to warn about are noted in ``large`` instead (one line each, for one summary)."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if caught and large is not None:
+                w, h = img.size
+                large.append(f"{path.name} is {w}x{h} ({w * h / 1e6:.0f} megapixels)")
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(img, dtype=np.float32) / 65535.0
@@ -53,6 +63,11 @@ def read_input(path: Path, channels: int) -> torch.Tensor:
                 img = img.convert("L" if channels == 1 else "RGB")
                 array = np.array(img, dtype=np.uint8)
                 array = array[..., None] if array.ndim == 2 else array
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{path} is too large to open safely ({exc}); it may be a decompression bomb. "
+            "Shrink it first if it is a real image."
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path} is not a readable image: {exc}") from None
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
@@ -94,6 +109,22 @@ def fit_to_network(
         x = F.pad(x[None], (0, pw, 0, ph), mode=pad_mode)[0]
         notes.append(f"padded from {nw}x{nh} to {nw + pw}x{nh + ph} (multiple of {multiple})")
     return x, (nh, nw), notes
+
+
+def translate_tensor(
+    x: torch.Tensor, multiple: int, size: int | None, run: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, list[str]]:
+    """Outputs (N, C, H, W) in [-1, 1] at the size of ``x`` (as :func:`read_input` gives it).
+
+    ``run`` maps the fitted input (C, H', W') to N outputs (N, C, H', W'); fitting and undoing it
+    live here so that every front end (``i2i translate``, ``i2i serve``) gives the same pixels.
+    """
+    _, h, w = x.shape
+    fitted, (rh, rw), notes = fit_to_network(x, multiple, size)
+    y = run(fitted).float().cpu()[:, :, :rh, :rw]
+    if (rh, rw) != (h, w):
+        y = resize(y, (h, w))
+    return y.clamp(-1, 1), notes
 
 
 def output_names(files: list[Path]) -> list[str]:
@@ -166,15 +197,22 @@ def translate_folder(
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise DataError(f"Input folder {input_dir} does not exist.")
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    candidates = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p for p in candidates if p.is_file()]  # never open a pipe or a device: it may block
     if not files:
         raise DataError(f"{input_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     names = output_names(files)
     check_not_overwriting(input_dir, output_dir, files, names)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(output_dir, "The output folder")
     in_nc = state["io"]["input_nc"]
     multiple = size_multiple(G)
     report = TranslateReport()
+    large: list[str] = []
+    skipped = [p.name for p in candidates if not p.is_file()]
+    if skipped:
+        report.notes.append(
+            f"Skipped {len(skipped)} entries that are not regular files: {', '.join(skipped[:5])}."
+        )
     crop = recipe["data"].get("crop_size")
     other_sizes: set[str] = set()
     resized = 0
@@ -183,25 +221,26 @@ def translate_folder(
     with Progress(console=console or Console(stderr=True)) as bar:
         task = bar.add_task("translating", total=len(files))
         for path, out_name in zip(files, names, strict=True):
-            x = read_input(path, in_nc)
+            x = read_input(path, in_nc, large)
             if aligned:
                 half = x.shape[2] // 2
                 x = x[:, :, half:] if direction == "BtoA" else x[:, :, :half]
             _, h, w = x.shape
             if size is None and crop and (h, w) != (crop, crop):
                 other_sizes.add(f"{w}x{h}")
-            fitted, (rh, rw), notes = fit_to_network(x, multiple, size)
+            ys, notes = translate_tensor(x, multiple, size, lambda fitted: generate(G, fitted[None].to(dev)))
             if size and len(notes) == 1 and notes[0].startswith("resized"):
                 resized += 1  # what the user asked for: summarised once below
             elif notes:
                 report.notes.append(f"{path.name}: {'; '.join(notes)}; the output is {w}x{h} like the input")
-            y = generate(G, fitted[None].to(dev)).cpu()[0][:, :rh, :rw]
-            if (rh, rw) != (h, w):
-                y = resize(y, (h, w))
-            y = y.clamp(-1, 1)
-            save_image(y, output_dir / out_name)
+            save_image(ys[0], output_dir / out_name)
             report.count += 1
             bar.advance(task)
+    if large:
+        report.notes.append(
+            f"{len(large)} input(s) are very large ({large[0]}{', ...' if len(large) > 1 else ''}): "
+            "they take several GB of memory and long to translate; shrinking them first is faster."
+        )
     if resized:
         report.notes.append(
             f"{resized} image(s) were resized to {size}x{size} for the network and back to their own size."
