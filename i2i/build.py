@@ -41,6 +41,16 @@ def pick_device(name: str) -> torch.device:
         raise I2IError(
             f'experiment.device = {name!r} but CUDA is not available here; use device = "auto" or "cpu".'
         )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise I2IError(
+            f"experiment.device = {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+            f"device(s), numbered from 0."
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps and mps.is_available()):
+        raise I2IError(f"experiment.device = {name!r} but Apple MPS is not available here; use auto or cpu.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise I2IError(f"experiment.device = {name!r} cannot train; use auto, cpu, cuda, cuda:N or mps.")
     return device
 
 

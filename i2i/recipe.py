@@ -9,13 +9,27 @@ filled in (what a run directory records).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
+import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 from i2i.errors import I2IError, RecipeError, suggest
 from i2i.plugins import PluginHost
-from i2i.schema import Param, accepts_extra, coerce, describe, factory_params, matches
+from i2i.schema import (
+    CheckContext,
+    Param,
+    Range,
+    accepts_extra,
+    coerce,
+    describe,
+    factory_params,
+    matches,
+    range_problem,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,13 +38,18 @@ else:  # pragma: no cover
 
 Recipe = dict[str, Any]
 
+#: Seeds torch accepts (``manual_seed`` takes 0..2**64-1; the loop also seeds with ``seed + 1``).
+SEEDS = Range(0, 2**64 - 2)
+#: Device names a run can use: torch's own list is longer, but ``meta`` and the rest cannot train.
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
 #: Settings the host itself reads, per section (component parameters come from the factories).
 HOST_SETTINGS: dict[str, dict[str, Param]] = {
     "experiment": {
         p.name: p
         for p in [
             Param("name", str, "", "run name; defaults to the recipe file's stem"),
-            Param("seed", int, 0, "fixes init, data order and jitter"),
+            Param("seed", int, 0, "fixes init, data order and jitter", range=SEEDS),
             Param("output_dir", str, "runs", "where run directories are created"),
             Param("device", str, "auto", "auto, cpu, cuda, cuda:N or mps"),
         ]
@@ -39,21 +58,27 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
         p.name: p
         for p in [
             Param("batch_size", int, 1, minimum=1),
-            Param("num_workers", int, 0, "DataLoader worker processes", minimum=0),
+            Param("num_workers", int, 0, "DataLoader worker processes", range=Range(0, 256)),
         ]
     },
     "optim": {
         p.name: p
         for p in [
             Param("lr", float, 2e-4, "Adam learning rate of G (and D unless lr_D is set)", minimum=0),
-            Param("lr_D", float | None, None),
-            Param("beta1", float, 0.5, minimum=0),
-            Param("beta2", float, 0.999, minimum=0),
+            Param("lr_D", float | None, None, minimum=0),
+            Param("beta1", float, 0.5, range=Range(0, 1, high_open=True)),
+            Param("beta2", float, 0.999, range=Range(0, 1, high_open=True)),
             Param("weight_decay", float, 0.0, minimum=0),
             Param("fused", bool, True, "fused Adam kernel (about 1.2x faster per step on CPU)"),
             Param("policy", Literal["linear", "step", "cosine", "plateau"], "linear"),
             Param("step_epochs", int, 50, "policy 'step': decay every this many epochs", minimum=1),
-            Param("gamma", float, 0.1, "policy 'step'/'plateau': decay factor", minimum=0),
+            Param(
+                "gamma",
+                float,
+                0.1,
+                "policy 'step'/'plateau': decay factor",
+                range=Range(0, 1, low_open=True, high_open=True),
+            ),
             Param("patience", int, 5, "policy 'plateau': epochs without improvement", minimum=0),
         ]
     },
@@ -84,6 +109,7 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
                 list[Literal["eval", "train"]],
                 ["eval"],
                 "'eval': eval-mode networks; 'train': dropout and batch statistics on",
+                range=Range(1),
             ),
             Param(
                 "metrics",
@@ -118,20 +144,35 @@ ALL_SECTIONS = [
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe file and apply ``section.key=value`` overrides (values parsed as TOML)."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a pipe that would block the read
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise I2IError(f"Recipe file {path} is {what}; give the path of a .toml recipe.")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise I2IError(f"Recipe file {path} does not exist.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise I2IError(f"Recipe file {path} could not be read: {exc}.") from None
-    try:
-        recipe = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise I2IError(f"Recipe file {path} is not valid TOML: {exc}.") from None
+    recipe = _parse_toml(text, f"Recipe file {path}")
     for item in overrides or []:
         apply_override(recipe, item)
     recipe.setdefault("experiment", {}).setdefault("name", path.stem)
     return recipe
+
+
+def _parse_toml(text: str, what: str) -> dict[str, Any]:
+    """``tomllib.loads`` with its non-TOML failures (too deep, too many digits) as user errors."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise I2IError(f"{what} is not valid TOML: {exc}.") from None
+    except RecursionError:
+        raise I2IError(f"{what} is nested too deeply to read (arrays or tables inside each other).") from None
+    except ValueError as exc:  # Python's limit on the digits of an integer (sys.get_int_max_str_digits)
+        raise I2IError(
+            f"{what} holds an integer with more than {sys.get_int_max_str_digits()} digits, which "
+            f"cannot be read ({exc})."
+        ) from None
 
 
 def parse_value(text: str) -> Any:
@@ -140,6 +181,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except (RecursionError, ValueError):
+        return _parse_toml(f"v = {text}", "The value")  # raises the matching user error
 
 
 def apply_override(recipe: Recipe, item: str) -> None:
@@ -159,7 +202,10 @@ def apply_override(recipe: Recipe, item: str) -> None:
             raise I2IError(f"--set {item!r}: {where} is a value, not a table.")
     if isinstance(node, list):
         raise I2IError(f"--set {item!r}: name an entry of {'.'.join(parts[:-1])} first.")
-    node[parts[-1]] = parse_value(raw.strip())
+    try:
+        node[parts[-1]] = parse_value(raw.strip())
+    except I2IError as exc:
+        raise I2IError(f"--set {'.'.join(parts)}: {exc}") from None
 
 
 def _list_entry(entries: list, part: str, where: str) -> Any:
@@ -189,8 +235,9 @@ def _check_table(
         if not matches(value, param.annotation):
             problems.append(f"{where}.{key} = {value!r}: expected {describe(param.annotation)}.")
             continue
-        if param.minimum is not None and isinstance(value, (int, float)) and value < param.minimum:
-            problems.append(f"{where}.{key} = {value!r}: must be at least {param.minimum}.")
+        out_of_range = range_problem(value, param.bounds)
+        if out_of_range:
+            problems.append(f"{where}.{key} = {value!r}: {out_of_range}.")
             continue
         out[key] = coerce(value, param.annotation)
     for name, param in params.items():
@@ -203,6 +250,10 @@ def _check_table(
     return out
 
 
+#: Loss weights below 0 turn a loss into a reward; a loss factory that means it declares a range.
+LOSS_WEIGHT = Range(0)
+
+
 def _check_component(
     table: Any,
     where: str,
@@ -210,7 +261,9 @@ def _check_component(
     host: PluginHost,
     problems: list[str],
     extra: dict[str, Param] | None = None,
+    checks: list[tuple[str, Any, dict]] | None = None,
 ) -> dict | None:
+    """Check one component table; a clean one is queued on ``checks`` for its cross-setting rules."""
     if not isinstance(table, dict):
         problems.append(f'{where}: expected a table with name = "...".')
         return None
@@ -231,10 +284,70 @@ def _check_component(
         if injected in table and injected in params:
             problems.append(f"{where}.{injected}: set by i2i itself, remove it from the recipe.")
     params = {k: v for k, v in params.items() if k not in component.injected}
+    weight = params.get("weight")
+    if kind == "loss" and weight is not None and weight.range is None:
+        params["weight"] = dataclasses.replace(weight, range=LOSS_WEIGHT)
     params.update(extra or {})
     rest = {k: v for k, v in table.items() if k != "name" and k not in component.injected}
+    before = len(problems)
     checked = _check_table(rest, params, where, problems, open_ended=accepts_extra(component.factory))
+    if checks is not None and len(problems) == before:
+        checks.append((where, component.factory, {"name": name, **checked}))
     return {"name": name, **checked}
+
+
+def uses_discriminator(factory: Any) -> bool:
+    """Whether a loss factory builds a loss that trains D: the class, or the factory's return type, says."""
+    target = factory
+    if not inspect.isclass(factory):
+        try:
+            target = typing.get_type_hints(factory).get("return")
+        except Exception:  # unresolvable hints: cannot tell before building
+            return False
+    return inspect.isclass(target) and bool(getattr(target, "uses_discriminator", False))
+
+
+def _check_experiment(table: dict, problems: list[str]) -> None:
+    name, device = table.get("name"), table.get("device")
+    if isinstance(name, str) and not _is_folder_name(name):
+        problems.append(
+            f"experiment.name = {name!r}: the run directory is output_dir/NAME, so the name must be one "
+            "folder name inside output_dir: not empty, '.' or '..', without '/', '\\' or control "
+            "characters, at most 255 bytes."
+        )
+    if isinstance(device, str) and not DEVICE.match(device):
+        problems.append(
+            f"experiment.device = {device!r}: not a device i2i can train on; use auto, cpu, cuda, "
+            "cuda:N or mps."
+        )
+
+
+def _is_folder_name(name: str) -> bool:
+    return (
+        name not in ("", ".", "..")
+        and not any(c in name for c in "/\\")
+        and all(ord(c) >= 32 and c != "\x7f" for c in name)
+        and len(name.encode("utf-8", "surrogatepass")) <= 255
+    )
+
+
+def _run_checks(checks: list[tuple[str, Any, dict]], out: Recipe, problems: list[str]) -> None:
+    """The factories' own cross-setting rules (see :func:`i2i.schema.recipe_check`)."""
+    image_size = None
+    for where, factory, params in checks:
+        sizer = getattr(factory, "i2i_image_size", None)
+        if where == "data" and sizer is not None:
+            image_size = sizer(params)
+    context = CheckContext(recipe=out, image_size=image_size)
+    for where, factory, params in checks:
+        check = getattr(factory, "i2i_check", None)
+        if check is None:
+            continue
+        try:
+            found = list(check(params, context))
+        except I2IError as exc:
+            found = [str(exc)]
+        problems += [f"{where}.{p}" for p in found]
 
 
 def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
@@ -257,6 +370,8 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
             problems.append(f"[{section}]: expected a table.")
             continue
         out[section] = _check_table(table, HOST_SETTINGS[section], section, problems)
+    _check_experiment(out.get("experiment", {}), problems)
+    checks: list[tuple[str, Any, dict]] = []
     for section, (kind, required) in COMPONENT_SECTIONS.items():
         if section not in recipe:
             if required:
@@ -265,7 +380,9 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
                     f"{', '.join(host.registry(kind).names()) or 'none'}."
                 )
             continue
-        checked = _check_component(recipe[section], section, kind, host, problems, HOST_SETTINGS.get(section))
+        checked = _check_component(
+            recipe[section], section, kind, host, problems, HOST_SETTINGS.get(section), checks
+        )
         if checked is not None:
             out[section] = checked
     losses = recipe.get("losses", [])
@@ -280,9 +397,16 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
     out["losses"] = []
     for i, entry in enumerate(losses):
         label = entry.get("name", i) if isinstance(entry, dict) else i
-        checked = _check_component(entry, f"losses.{label}", "loss", host, problems)
+        checked = _check_component(entry, f"losses.{label}", "loss", host, problems, checks=checks)
         if checked is not None:
             out["losses"].append(checked)
+            factory = host.registry("loss").get(checked["name"]).factory
+            if "discriminator" not in recipe and uses_discriminator(factory):
+                problems.append(
+                    f"losses.{label}: this loss trains a discriminator, but the recipe has no "
+                    "[discriminator] section. Add one (available: "
+                    f"{', '.join(host.registry('discriminator').names()) or 'none'}) or drop the loss."
+                )
     metrics = out.get("eval", {}).get("metrics", [])
     for i, metric in enumerate(metrics):
         if isinstance(metric, dict):
@@ -292,6 +416,7 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
                 f"eval.metrics[{i}] = {metric!r}: unknown metric. "
                 f"{suggest(metric, host.registry('metric').names())}"
             )
+    _run_checks(checks, out, problems)
     if problems:
         raise RecipeError(source, problems)
     return out

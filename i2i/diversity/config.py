@@ -22,7 +22,7 @@ from typing import Any
 from i2i.errors import I2IError, RecipeError, suggest
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe, load_recipe, resolve
-from i2i.schema import Param
+from i2i.schema import Param, Range, range_problem
 
 SECTION = "diversity"
 
@@ -35,7 +35,11 @@ SETTINGS: dict[str, Param] = {
             "samples", int, 20, "samples per input (K); diversity uses the K-1 consecutive pairs", minimum=2
         ),
         Param(
-            "seed", int, 0, "sampling seed: input i draws its samples after manual_seed(seed + i)", minimum=0
+            "seed",
+            int,
+            0,
+            "sampling seed: input i draws its samples after manual_seed(seed + i)",
+            range=Range(0, 2**63),
         ),
         Param("split", str, "", "the split sampled (default: eval.split)"),
         Param(
@@ -136,8 +140,9 @@ def _check_settings(table: Any, problems: list[str]) -> dict[str, Any]:
         if expected is None and not isinstance(value, list):
             problems.append(f"{SECTION}.{key} = {value!r}: expected a list of names or tables.")
             continue
-        if param.minimum is not None and value < param.minimum:
-            problems.append(f"{SECTION}.{key} = {value!r}: must be at least {param.minimum:g}.")
+        out_of_range = range_problem(value, param.bounds)
+        if out_of_range:
+            problems.append(f"{SECTION}.{key} = {value!r}: {out_of_range}.")
             continue
         settings[key] = value
     for key, param in SETTINGS.items():

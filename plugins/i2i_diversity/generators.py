@@ -17,14 +17,32 @@ noise the generator learns to ignore would only blur the comparison between the 
 from __future__ import annotations
 
 import typing
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from i2i_pix2pix.generators import Norm, _check_input, check_positive, check_unet, conv_bias, norm_layer
+from i2i_pix2pix.generators import (
+    Depth,
+    Filters,
+    Norm,
+    _check_input,
+    check_positive,
+    check_unet,
+    conv_bias,
+    norm_layer,
+    unet_fit_problems,
+)
 from torch import Tensor, nn
 
 from i2i import hookimpl
 from i2i.errors import I2IError, suggest
+from i2i.schema import CheckContext, Range, recipe_check
+
+#: Size of the latent code z a recipe may ask for (BicycleGAN: 8).
+LatentSize = Annotated[int, Range(1, 1024)]
+
+
+def _check_depth(params: dict, context: CheckContext) -> list[str]:
+    return unet_fit_problems(params["num_downs"], context.image_size, f"num_downs = {params['num_downs']}")
 
 Inject = Literal["input", "all"]
 INJECTS: tuple[str, ...] = typing.get_args(Inject)
@@ -156,14 +174,15 @@ class LatentUnetGenerator(nn.Module):
         return self.model(x, z.to(x.dtype))
 
 
+@recipe_check(_check_depth)
 def unet_latent(
     input_nc: int,
     output_nc: int,
-    num_downs: int = 8,
-    ngf: int = 64,
+    num_downs: Depth = 8,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = False,
-    nz: int = 8,
+    nz: LatentSize = 8,
     inject: Inject = "all",
 ) -> LatentUnetGenerator:
     """U-Net taking a latent code z of nz values, added at the input or at every down level.
@@ -175,27 +194,29 @@ def unet_latent(
     return LatentUnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, nz, inject)
 
 
+@recipe_check(_check_depth)
 def unet_z_input(
     input_nc: int,
     output_nc: int,
-    num_downs: int = 8,
-    ngf: int = 64,
+    num_downs: Depth = 8,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = False,
-    nz: int = 8,
+    nz: LatentSize = 8,
 ) -> LatentUnetGenerator:
     """U-Net with a latent code z concatenated to the input image only (BicycleGAN's add-to-input)."""
     return LatentUnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, nz, "input")
 
 
+@recipe_check(_check_depth)
 def unet_z_all(
     input_nc: int,
     output_nc: int,
-    num_downs: int = 8,
-    ngf: int = 64,
+    num_downs: Depth = 8,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = False,
-    nz: int = 8,
+    nz: LatentSize = 8,
 ) -> LatentUnetGenerator:
     """U-Net with a latent code z concatenated to every down level's input (BicycleGAN's add-to-all)."""
     return LatentUnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, nz, "all")

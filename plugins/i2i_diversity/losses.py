@@ -250,7 +250,7 @@ def bicyclegan(
     n_layers: int = 4,
     encoder_norm: Norm = "instance",
     gan_mode: GanMode = "lsgan",
-) -> Loss:
+) -> BicycleGANLoss:
     """BicycleGAN's encoder, cVAE-GAN and latent regression; pair it with cgan (and no l1).
 
     lambda_l1/lambda_kl/lambda_z: weights of the reconstruction, KL and latent regression (the

@@ -20,7 +20,7 @@ import typing
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -30,12 +30,19 @@ from torch.utils.data import Dataset
 
 from i2i import hookimpl
 from i2i.errors import DataError, suggest
+from i2i.schema import CheckContext, Range, recipe_check
 from i2i_pix2pix.palettes import Palette, get_palette
 
 Direction = Literal["AtoB", "BtoA"]
 Preprocess = Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"]
 DIRECTIONS: tuple[str, ...] = typing.get_args(Direction)
 PREPROCESSES: tuple[str, ...] = typing.get_args(Preprocess)
+#: Image sides, channel counts and item limits a recipe may ask for.
+Size = Annotated[int, Range(1, 32768)]
+Channels = Annotated[int, Range(1, 4096)]
+MaxItems = Annotated[int | None, Range(1)]
+#: The preprocess modes that end in a square crop_size x crop_size image.
+CROPPING = ("resize_and_crop", "crop", "scale_width_and_crop")
 
 #: File endings read as images (case-insensitive); ``.npy`` holds an HxWxC or CxHxW array.
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -475,17 +482,43 @@ class SingleDataset(_ImageDataset):
 
 
 # -- factories (what recipes name) -----------------------------------------------------------------
+def _check_sizes(params: dict, context: CheckContext) -> list[str]:
+    """One rule for every preprocess mode, so a recipe never depends on which mode ignores what."""
+    load, crop, mode = params["load_size"], params["crop_size"], params["preprocess"]
+    if crop <= load:
+        return []
+    why = (
+        f"preprocess = {mode!r} does not resize, but set load_size to at least {crop} anyway"
+        if mode in ("crop", "none")
+        else "images are resized to load_size before the crop_size crop is taken"
+    )
+    return [f"crop_size = {crop}: larger than load_size ({load}), allowed range [1, {load}]; {why}."]
+
+
+def _training_size(params: dict) -> int | None:
+    """The side of the square images the networks train on, when the mode crops."""
+    return params["crop_size"] if params["preprocess"] in CROPPING else None
+
+
+def _check_single(params: dict, context: CheckContext) -> list[str]:
+    return [
+        "name = 'single': this dataset holds inputs only, without targets, so it cannot train a model; "
+        "it is for inference ('i2i translate'). Train on 'aligned' or 'paired_folders' pairs."
+    ]
+
+
+@recipe_check(_check_sizes, image_size=_training_size)
 def aligned(
     split: str,
     root: str,
     direction: Direction = "AtoB",
     preprocess: Preprocess = "resize_and_crop",
-    load_size: int = 286,
-    crop_size: int = 256,
+    load_size: Size = 286,
+    crop_size: Size = 256,
     flip: bool = True,
-    input_nc: int = 3,
-    output_nc: int = 3,
-    max_items: int | None = None,
+    input_nc: Channels = 3,
+    output_nc: Channels = 3,
+    max_items: MaxItems = None,
     target_palette: str = "",
 ) -> AlignedDataset:
     """Pairs stored side by side in one image (A left, B right), as in pix2pix: root/<split>/*.jpg.
@@ -551,17 +584,18 @@ def _few(names: list[str], n: int = 5) -> str:
     return f"{shown}, ... ({len(names)} in all)" if len(names) > n else shown
 
 
+@recipe_check(_check_sizes, image_size=_training_size)
 def paired_folders(
     split: str,
     root: str,
     direction: Direction = "AtoB",
     preprocess: Preprocess = "resize_and_crop",
-    load_size: int = 286,
-    crop_size: int = 256,
+    load_size: Size = 286,
+    crop_size: Size = 256,
     flip: bool = True,
-    input_nc: int = 3,
-    output_nc: int = 3,
-    max_items: int | None = None,
+    input_nc: Channels = 3,
+    output_nc: Channels = 3,
+    max_items: MaxItems = None,
     target_palette: str = "",
 ) -> PairedFoldersDataset:
     """Pairs in two folders matched by file name: root/<split>/A/x.png with root/<split>/B/x.png.
@@ -616,15 +650,16 @@ def paired_folders(
     )
 
 
+@recipe_check(_check_single, image_size=_training_size)
 def single(
     split: str,
     root: str,
     preprocess: Preprocess = "resize_and_crop",
-    load_size: int = 286,
-    crop_size: int = 256,
-    input_nc: int = 3,
-    output_nc: int = 3,
-    max_items: int | None = None,
+    load_size: Size = 286,
+    crop_size: Size = 256,
+    input_nc: Channels = 3,
+    output_nc: Channels = 3,
+    max_items: MaxItems = None,
 ) -> SingleDataset:
     """Input images only, for inference: root/<split>/*, or root/* when there is no such folder.
 

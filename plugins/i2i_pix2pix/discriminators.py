@@ -7,11 +7,34 @@ losses; ``forward(x)`` is the final 1-channel convolution applied to the last of
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import Tensor, nn
 
 from i2i import hookimpl
 from i2i.errors import I2IError
-from i2i_pix2pix.generators import Norm, check_norm, check_positive, conv_bias, norm_layer
+from i2i.schema import CheckContext, Range, recipe_check
+from i2i_pix2pix.generators import Filters, Norm, check_norm, check_positive, conv_bias, norm_layer
+
+#: PatchGAN depth a recipe may ask for (pix2pix: 3, a 70x70 receptive field).
+Layers = Annotated[int, Range(1, 12)]
+
+
+def patch_fit_problems(n_layers: int, size: int | None, key: str) -> list[str]:
+    """Why a PatchGAN with ``n_layers`` cannot judge ``size`` x ``size`` images (its smallest input)."""
+    if size is None or size >= 3 * 2**n_layers:
+        return []
+    fits = [n for n in range(1, 13) if size >= 3 * 2**n]
+    advice = f"use n_layers at most {fits[-1]}" if fits else "no PatchGAN fits: use pixelgan or larger images"
+    return [
+        f"{key}: a PatchGAN with n_layers = {n_layers} needs images of at least "
+        f"{3 * 2**n_layers}x{3 * 2**n_layers}, the dataset's crop is {size}x{size}; {advice}."
+    ]
+
+
+def _check_patchgan(params: dict, context: CheckContext) -> list[str]:
+    n = params["n_layers"]
+    return patch_fit_problems(n, context.image_size, f"n_layers = {n}")
 
 
 def _check_input(x: Tensor, input_nc: int, what: str) -> None:
@@ -123,7 +146,8 @@ class PixelDiscriminator(_BlockDiscriminator):
         self.head = nn.Conv2d(ndf * 2, 1, kernel_size=1, bias=bias)
 
 
-def patchgan(input_nc: int, ndf: int = 64, n_layers: int = 3, norm: Norm = "batch") -> nn.Module:
+@recipe_check(_check_patchgan)
+def patchgan(input_nc: int, ndf: Filters = 64, n_layers: Layers = 3, norm: Norm = "batch") -> nn.Module:
     """PatchGAN discriminator; n_layers=3 judges 70x70 patches (the pix2pix default).
 
     ndf: filters in the first layer; n_layers: stride-2 convolutions (1 gives 16x16 patches, 3 gives
@@ -133,7 +157,7 @@ def patchgan(input_nc: int, ndf: int = 64, n_layers: int = 3, norm: Norm = "batc
     return PatchDiscriminator(input_nc, ndf, n_layers, norm)
 
 
-def pixelgan(input_nc: int, ndf: int = 64, norm: Norm = "batch") -> nn.Module:
+def pixelgan(input_nc: int, ndf: Filters = 64, norm: Norm = "batch") -> nn.Module:
     """1x1 PixelGAN discriminator: judges each pixel on its own (colour only, no texture).
 
     ndf: filters in the first layer; norm: batch, instance or none.

@@ -9,13 +9,14 @@ instead end without it (``output = "logits"``) and so give unbounded class score
 from __future__ import annotations
 
 import typing
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
 from i2i import hookimpl
 from i2i.errors import I2IError, suggest
+from i2i.schema import CheckContext, Range, recipe_check
 
 Norm = Literal["batch", "instance", "none"]
 Padding = Literal["reflect", "replicate", "zero"]
@@ -23,6 +24,10 @@ Output = Literal["tanh", "logits"]
 NORMS: tuple[str, ...] = typing.get_args(Norm)
 PADDINGS: tuple[str, ...] = typing.get_args(Padding)
 OUTPUTS: tuple[str, ...] = typing.get_args(Output)
+#: What recipes may ask for: filters of the first layer (pix2pix: 64), U-Net halvings, ResNet blocks.
+Filters = Annotated[int, Range(1, 512)]
+Depth = Annotated[int, Range(5, 16)]
+Blocks = Annotated[int, Range(0, 64)]
 
 
 # -- shared helpers ------------------------------------------------------------------------------
@@ -82,6 +87,44 @@ def check_unet(input_nc: int, output_nc: int, num_downs: int, ngf: int, norm: st
     check_positive("num_downs", num_downs, minimum=5)
     check_positive("ngf", ngf)
     check_norm(norm)
+
+
+def unet_fit_problems(num_downs: int, size: int | None, key: str) -> list[str]:
+    """Why a U-Net that halves ``num_downs`` times cannot train on ``size`` x ``size`` images."""
+    if size is None or size % 2**num_downs == 0:
+        return []
+    if size % 32:
+        return [
+            f"{key}: a U-Net halves the image at least 5 times, so the training images must be a "
+            f"multiple of 32 on each side; the dataset's crop is {size}x{size}."
+        ]
+    deepest = max(n for n in range(5, 17) if size % 2**n == 0)
+    return [
+        f"{key}: this U-Net halves the image {num_downs} times, so the training images must be a "
+        f"multiple of {2**num_downs} on each side; the dataset's crop is {size}x{size}: use "
+        f"num_downs 5 to {deepest} (unet_128 is 7, unet_256 is 8)."
+    ]
+
+
+def _check_unet(params: dict, context: CheckContext) -> list[str]:
+    return unet_fit_problems(params["num_downs"], context.image_size, f"num_downs = {params['num_downs']}")
+
+
+def _fixed_depth_check(name: str, num_downs: int):
+    def check(params: dict, context: CheckContext) -> list[str]:
+        return unet_fit_problems(num_downs, context.image_size, f"name = {name!r}")
+
+    return check
+
+
+def _check_resnet(params: dict, context: CheckContext) -> list[str]:
+    size = context.image_size
+    if size is None or size % 4 == 0:
+        return []
+    return [
+        f"name = {params['name']!r}: the ResNet generator halves the image twice, so the training "
+        f"images must be a multiple of 4 on each side; the dataset's crop is {size}x{size}."
+    ]
 
 
 # -- U-Net ---------------------------------------------------------------------------------------
@@ -200,11 +243,12 @@ class UnetGenerator(nn.Module):
         return self.model(x)
 
 
+@recipe_check(_check_unet)
 def unet(
     input_nc: int,
     output_nc: int,
-    num_downs: int = 8,
-    ngf: int = 64,
+    num_downs: Depth = 8,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = True,
     output: Output = "tanh",
@@ -219,10 +263,11 @@ def unet(
     return UnetGenerator(input_nc, output_nc, num_downs, ngf, norm, dropout, output)
 
 
+@recipe_check(_fixed_depth_check("unet_128", 7))
 def unet_128(
     input_nc: int,
     output_nc: int,
-    ngf: int = 64,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = True,
     output: Output = "tanh",
@@ -234,10 +279,11 @@ def unet_128(
     return UnetGenerator(input_nc, output_nc, 7, ngf, norm, dropout, output)
 
 
+@recipe_check(_fixed_depth_check("unet_256", 8))
 def unet_256(
     input_nc: int,
     output_nc: int,
-    ngf: int = 64,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = True,
     output: Output = "tanh",
@@ -346,11 +392,12 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
+@recipe_check(_check_resnet)
 def resnet(
     input_nc: int,
     output_nc: int,
-    n_blocks: int = 9,
-    ngf: int = 64,
+    n_blocks: Blocks = 9,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = False,
     padding: Padding = "reflect",
@@ -363,10 +410,11 @@ def resnet(
     return ResnetGenerator(input_nc, output_nc, n_blocks, ngf, norm, dropout, padding)
 
 
+@recipe_check(_check_resnet)
 def resnet_6blocks(
     input_nc: int,
     output_nc: int,
-    ngf: int = 64,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = False,
     padding: Padding = "reflect",
@@ -375,10 +423,11 @@ def resnet_6blocks(
     return ResnetGenerator(input_nc, output_nc, 6, ngf, norm, dropout, padding)
 
 
+@recipe_check(_check_resnet)
 def resnet_9blocks(
     input_nc: int,
     output_nc: int,
-    ngf: int = 64,
+    ngf: Filters = 64,
     norm: Norm = "batch",
     dropout: bool = False,
     padding: Padding = "reflect",

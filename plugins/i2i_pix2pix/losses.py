@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch import Tensor
 
 from i2i import Loss, StepContext, hookimpl
 from i2i.errors import I2IError
+from i2i.schema import Range
 
 GanMode = Literal["vanilla", "lsgan", "hinge", "wgangp"]
 
@@ -81,12 +82,16 @@ def gradient_penalty(D: torch.nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def cgan(weight: float = 1.0, mode: GanMode = "vanilla", gp_weight: float = 10.0) -> Loss:
+def cgan(
+    weight: float = 1.0, mode: GanMode = "vanilla", gp_weight: Annotated[float, Range(0)] = 10.0
+) -> AdversarialLoss:
     """Conditional GAN loss (D sees input and output), modes vanilla/lsgan/hinge/wgangp."""
     return AdversarialLoss(weight, mode, conditional=True, gp_weight=gp_weight)
 
 
-def gan(weight: float = 1.0, mode: GanMode = "vanilla", gp_weight: float = 10.0) -> Loss:
+def gan(
+    weight: float = 1.0, mode: GanMode = "vanilla", gp_weight: Annotated[float, Range(0)] = 10.0
+) -> AdversarialLoss:
     """Unconditional GAN loss (D sees only the output), modes vanilla/lsgan/hinge/wgangp."""
     return AdversarialLoss(weight, mode, conditional=False, gp_weight=gp_weight)
 
