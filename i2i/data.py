@@ -42,13 +42,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
         self.start = start
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def order(self) -> list[int]:
+        """The whole epoch's order of item indices, fixed by (seed, epoch)."""
         if self.shuffle:
             gen = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-            order = torch.randperm(self.size, generator=gen).tolist()
-        else:
-            order = list(range(self.size))
-        return iter([(self.epoch, i) for i in order[self.start :]])
+            return torch.randperm(self.size, generator=gen).tolist()
+        return list(range(self.size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self.order()[self.start :]])
 
     def __len__(self) -> int:
         return self.size - self.start
