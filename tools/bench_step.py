@@ -2,7 +2,7 @@
 
 The baseline is the step as the canonical pix2pix code runs it on a CPU: torch's default Adam
 (the per-parameter loop on CPU) and the default glibc allocator. i2i's step uses the fused Adam
-kernel and keeps large buffers in the heap (i2i/perf.py). Both run the same networks, data and
+kernel and keeps large buffers in the heap (i2i/speed/allocator.py). Both run the same networks, data and
 maths, each in its own fresh process (the allocator setting is process-wide), alternating, so
 machine noise hits both alike. The result is a ratio of median step times from one invocation.
 
@@ -32,9 +32,11 @@ LABELS = {
 def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: int) -> list[float]:
     """Time `steps` training steps of one variant in this process; returns seconds per step."""
     from i2i.build import build_model
-    from i2i.perf import tune_allocator
     from i2i.plugins import get_host
     from i2i.recipe import resolve
+    from i2i.speed.allocator import tune_allocator
+    from i2i.speed.options import plain
+    from i2i.speed.step import StepSpeed
     from i2i.training import Trainer
 
     if variant == "i2i":
@@ -56,6 +58,7 @@ def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: in
     # A Trainer without a dataset: borrow its step, feed it fixed random images.
     trainer = Trainer.__new__(Trainer)
     trainer.model, trainer.device = model, torch.device("cpu")
+    trainer.speed = StepSpeed(plain(), trainer.device)  # eager fp32: the step as the reference runs it
     opt = recipe["optim"]
 
     def adam(params):

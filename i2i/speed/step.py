@@ -1,0 +1,122 @@
+"""Applying the ``[speed]`` choices to a built model: memory format, compilation, autocast.
+
+Each path checks whether this device and these networks allow it and otherwise falls back to the
+plain path with a one-line note, so a recipe that asks for more than the machine offers still runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from i2i.speed.allocator import tune_allocator
+from i2i.speed.options import SpeedChoices
+
+
+@dataclass
+class StepSpeed:
+    """The speed settings in force for one training run, and why any asked-for one is not."""
+
+    choices: SpeedChoices
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compiled: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for the forward passes (a no-op context when ``amp`` is off)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` outside autocast: backward ops run in their forward's dtypes."""
+        if self.amp_dtype is None:
+            loss.backward()
+            return
+        with torch.autocast(self.device.type, enabled=False):
+            loss.backward()
+
+    def inputs(self, t: torch.Tensor) -> torch.Tensor:
+        """A batch tensor on the training device, in the networks' memory format."""
+        t = t.to(self.device, non_blocking=True)
+        if self.channels_last and t.dim() == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def process_settings(self) -> None:
+        """Settings that hold for the whole process: threads, the allocator, cuDNN autotuning."""
+        c = self.choices
+        if c.threads > 0:
+            torch.set_num_threads(c.threads)
+        if c.allocator and self.device.type == "cpu" and not tune_allocator():
+            self._note("allocator", "the allocator tuning needs glibc (Linux); using the default allocator")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = c.cudnn_benchmark
+
+    def _note(self, key: str, text: str) -> None:
+        self.notes.append(f"speed.{key}: {text}.")
+
+
+def _can_compile() -> str | None:
+    """Why torch.compile cannot work here (``None`` if a trivial function compiles and runs)."""
+    if not hasattr(torch, "compile"):
+        return "this torch has no torch.compile"
+    try:
+        fn = torch.compile(lambda x: x * 2 + 1, dynamic=False)
+        if not torch.equal(fn(torch.ones(2)), torch.full((2,), 3.0)):
+            return "a compiled test function gave a wrong result"
+    except Exception as exc:  # missing C++ compiler, unsupported Python, ...
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
+    return None
+
+
+def prepare_step(
+    choices: SpeedChoices,
+    device: torch.device,
+    networks: list[nn.Module],
+    can_compile: Callable[[], str | None] = _can_compile,
+) -> StepSpeed:
+    """Apply the process settings and put ``networks`` (G, D) into the chosen form.
+
+    Returns what is in force, with a note for each setting that had to fall back.
+    """
+    speed = StepSpeed(choices, device)
+    speed.process_settings()
+    if choices.amp == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            speed._note("amp", "this GPU has no bf16 support; training in fp32")
+        elif device.type not in ("cuda", "cpu"):
+            speed._note("amp", f"bf16 autocast is not supported on {device.type}; training in fp32")
+        else:
+            speed.amp_dtype = torch.bfloat16
+    if choices.channels_last:
+        for net in networks:
+            net.to(memory_format=torch.channels_last)  # 4-d weights only; others are unchanged
+        speed.channels_last = True
+    if choices.compile:
+        why = can_compile()
+        if why is not None:
+            speed._note("compile", f"torch.compile is unavailable ({why}); running eagerly")
+        else:
+            # A network that dynamo cannot trace runs eagerly instead of stopping the run.
+            from torch import _dynamo, _inductor
+
+            _dynamo.config.suppress_errors = True
+            _inductor.config.fallback_random = True  # eager's dropout masks: same step, same numbers
+            for net in networks:
+                net.compile()  # in place: parameter names (and so checkpoints) stay the same
+            speed.compiled = True
+    if choices.cuda_graphs:
+        why = (
+            f"CUDA graphs need a CUDA device, not {device.type}"
+            if device.type != "cuda"
+            else "capturing the step is not implemented yet (it was never run on a GPU)"
+        )
+        speed._note("cuda_graphs", f"{why}; the step runs eagerly")
+    return speed

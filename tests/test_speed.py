@@ -1,0 +1,166 @@
+"""The [speed] paths against the plain path, the decoded cache against the DataLoader, and `i2i bench`."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from i2i.cli import app
+from i2i.data import EpochSampler, _mix
+from i2i.plugins import get_host
+from i2i.recipe import resolve
+from i2i.speed.device_data import DecodedLoader
+from i2i.speed.options import decide
+from i2i.training import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+MINI = REPO / "samples" / "facades_mini"
+
+TINY = {
+    "experiment": {"name": "tiny", "device": "cpu", "seed": 3},
+    "data": {"name": "aligned", "root": str(MINI), "load_size": 40, "crop_size": 32, "max_items": 6},
+    "generator": {"name": "unet", "num_downs": 5, "ngf": 4, "dropout": False},
+    "discriminator": {"name": "patchgan", "ndf": 4},
+    "losses": [{"name": "cgan"}, {"name": "l1", "weight": 100.0}],
+    "train": {"evaluate": False, "tensorboard": False},
+}
+
+
+def recipe(**sections) -> dict:
+    raw = copy.deepcopy(TINY)
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return resolve(raw, get_host())
+
+
+def trainer(tmp_path, **sections) -> Trainer:
+    return Trainer(recipe(**sections), get_host(), tmp_path / "run", show_progress=False)
+
+
+def first_losses(tmp_path, steps: int = 3, **sections) -> list[dict[str, float]]:
+    t = trainer(tmp_path, **sections)
+    t.sampler.set_epoch(0)
+    batches = iter(t.loader)
+    return [{k: float(v) for k, v in t.train_step(next(batches)).items()} for _ in range(steps)]
+
+
+def assert_close(a, b, rtol: float) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key] == pytest.approx(y[key], rel=rtol, abs=1e-6), key
+
+
+def test_auto_turns_on_only_what_was_measured_on_the_device():
+    cpu = decide(None, torch.device("cpu"))
+    assert cpu.allocator and not (cpu.channels_last or cpu.compile or cpu.cuda_graphs or cpu.cudnn_benchmark)
+    assert cpu.amp == "off"
+    cuda = decide(None, torch.device("cuda"))
+    assert cuda.cudnn_benchmark and not (cuda.allocator or cuda.compile or cuda.cuda_graphs)
+    assert decide({"compile": True}, torch.device("cpu")).compile
+
+
+def test_channels_last_matches_the_plain_step_up_to_float_rounding(tmp_path):
+    plain = first_losses(tmp_path / "a", speed={"allocator": False})
+    fast = first_losses(tmp_path / "b", speed={"channels_last": True})
+    assert_close(fast, plain, rtol=1e-4)
+
+
+def test_bf16_autocast_keeps_fp32_weights_and_matches_fp32_losses_within_tolerance(tmp_path):
+    plain = first_losses(tmp_path / "a")
+    t = trainer(tmp_path / "b", speed={"amp": "bf16"})
+    t.sampler.set_epoch(0)
+    batches = iter(t.loader)
+    amp = [{k: float(v) for k, v in t.train_step(next(batches)).items()} for _ in range(3)]
+    assert all(p.dtype == torch.float32 for p in t.model.generator.parameters())
+    # bf16 keeps 8 bits of mantissa: losses agree to about 1e-2 relative over the first steps.
+    assert_close(amp, plain, rtol=3e-2)
+    assert amp != plain  # autocast really ran in bf16
+
+
+def test_cuda_graphs_fall_back_on_the_cpu_with_a_note(tmp_path):
+    t = trainer(tmp_path, speed={"cuda_graphs": True})
+    assert any(n.startswith("speed.cuda_graphs: CUDA graphs need a CUDA device") for n in t.speed.notes)
+    t.sampler.set_epoch(0)
+    assert torch.isfinite(t.train_step(next(iter(t.loader)))["G_total"])
+
+
+def test_compile_falls_back_with_a_note_where_it_cannot_work():
+    from i2i.speed.options import SpeedChoices
+    from i2i.speed.step import prepare_step
+
+    net = torch.nn.Conv2d(3, 3, 3)
+    speed = prepare_step(
+        SpeedChoices(compile=True), torch.device("cpu"), [net], can_compile=lambda: "no compiler"
+    )
+    assert not speed.compiled
+    assert speed.notes == ["speed.compile: torch.compile is unavailable (no compiler); running eagerly."]
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_the_eager_step(tmp_path):
+    plain = first_losses(tmp_path / "a", steps=2)
+    compiled = first_losses(tmp_path / "b", steps=2, speed={"compile": True})
+    assert_close(compiled, plain, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preprocess", ["resize_and_crop", "crop"])
+def test_the_decoded_cache_gives_the_default_paths_crops_and_flips(tmp_path, preprocess):
+    t = trainer(tmp_path, data={"preprocess": preprocess, "batch_size": 2})
+    cached = DecodedLoader(t.items.dataset, t.items.seed, EpochSampler(6, 3), 2, torch.device("cpu"))
+    for epoch in (0, 1):
+        t.sampler.set_epoch(epoch)
+        cached.sampler.set_epoch(epoch)
+        for a, b in zip(t.loader, cached, strict=True):
+            assert a["name"] == b["name"]
+            for key in ("A", "B"):
+                diff = (a[key] - b[key]).abs()
+                if preprocess == "crop":  # no resize: bit-identical
+                    assert torch.equal(a[key], b[key])
+                # The default path resizes 8-bit images in integer arithmetic, the cache in float:
+                # at most two 8-bit levels (4/255 in [-1, 1]) apart, in under 2% of the values.
+                assert diff.max() <= 4 / 255 + 1e-6
+                assert (diff > 1e-6).float().mean() < 0.02
+    # Both epochs hold flipped and unflipped items, so a wrong flip could not go unnoticed.
+    flips = []
+    for epoch in (0, 1):
+        with torch.random.fork_rng(devices=[]):
+            for index in range(6):
+                torch.manual_seed(_mix(3, epoch, index))
+                flips.append(t.items.dataset.geometry(256, 256).flip)
+    assert any(flips) and not all(flips)
+
+
+def test_a_run_with_the_decoded_cache_trains(tmp_path):
+    losses = first_losses(tmp_path, steps=2, data={"cache": "decoded"})
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
+
+
+def test_bench_runs_from_the_cli_and_writes_its_json(tmp_path):
+    path = tmp_path / "tiny.toml"
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(TINY), encoding="utf-8")
+    out = tmp_path / "bench.json"
+    args = ["bench", str(path), "--steps", "2", "--repeats", "1", "--warmup", "1", "--json", str(out)]
+    result = CliRunner().invoke(app, [*args, "--set", "speed.allocator=false", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    assert set(summary["variants"]) == {"plain", "fused_adam"}
+    assert summary["flops_per_step"] > 0
+    plain, fused = summary["variants"]["plain"], summary["variants"]["fused_adam"]
+    assert plain["speedup"] == 1.0
+    for entry in (plain, fused):
+        for key in ("step_s", "data_s", "compute_s"):
+            assert entry[key]["min"] <= entry[key]["median"] <= entry[key]["max"]
+        assert entry["images_per_s"] > 0 and entry["losses_match"]
+    assert fused["loss_max_rel_diff"] < 1e-4
+    assert set(plain["inference_images_per_s"]) == {"1", "8"}
+    assert plain["achieved_flop_per_s"] > 0
+    assert "fused_adam" in result.output
