@@ -37,7 +37,7 @@ from i2i.checkpoint import load_checkpoint, save_checkpoint
 from i2i.errors import CheckpointError, I2IError, TrainingDiverged
 from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
-from i2i.perf import tune_allocator
+from i2i.speed.allocator import tune_allocator
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe, dumps, resolve
 from i2i.rundir import RunLock, forget_after, new_run_dir, plugins_used
