@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from i2i import distributed
 from i2i.data import EpochSampler, SeededItems
 from i2i.errors import DataError, I2IError
 from i2i.losses import Loss
@@ -201,7 +201,7 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
     """
     import random
 
-    device = pick_device(recipe["experiment"]["device"])
+    device = distributed.place(pick_device(recipe["experiment"]["device"]))
     seed = recipe["experiment"]["seed"]
     torch.manual_seed(seed)
     random.seed(seed)
@@ -209,7 +209,7 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
     if len(dataset) == 0:
         raise DataError(f"The training split of {recipe['data'].get('root', 'the dataset')} holds no images.")
     items = SeededItems(dataset, seed)
-    sampler = EpochSampler(len(dataset), seed)
+    sampler = distributed.make_sampler(len(dataset), seed)  # this rank's share when distributed
     data = recipe["data"]
     loader = DataLoader(
         items,
@@ -220,6 +220,11 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
         pin_memory=device.type == "cuda",
     )
     model = build_model(recipe, host, dataset.input_nc, dataset.output_nc)
+    sync_bn = recipe["train"]["sync_batchnorm"]
+    if distributed.sync_batchnorm_wanted(sync_bn, model.generator, model.discriminator):
+        model.generator = distributed.convert_batchnorm(model.generator, device)
+        if model.discriminator is not None:
+            model.discriminator = distributed.convert_batchnorm(model.discriminator, device)
     model.generator.to(device)
     if model.discriminator is not None:
         model.discriminator.to(device)
@@ -245,7 +250,7 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
         items=items,
         sampler=sampler,
         loader=loader,
-        steps_per_epoch=math.ceil(len(dataset) / data["batch_size"]),
+        steps_per_epoch=distributed.steps_per_epoch(len(dataset), data["batch_size"]),
         model=model,
         optimised=parts,
     )

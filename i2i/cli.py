@@ -154,11 +154,22 @@ def run(
     set_: SetOption = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this run directory.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train on N processes of this machine (one per GPU, or gloo on the CPU) via torchrun; "
+            "data.batch_size is per process.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a recipe, then evaluate it and write the run's HTML report."""
     import shlex
 
+    from i2i import distributed
     from i2i.evaluate import evaluate_checkpoint, summary_table
+    from i2i.launch import launch, launched, write_status
     from i2i.report import write_index
     from i2i.training import start_run
 
@@ -172,16 +183,31 @@ def run(
                 f"{resume} a run directory made by 'i2i run'?). Name the recipe too: "
                 f"i2i run RECIPE --resume {resume}"
             )
-    resolved, host = _resolve(recipe, set_)
+    resolved, host = _resolve(recipe, set_)  # a bad recipe stops here, before any process starts
+    if nproc > 1 and not launched():  # start torchrun, which runs this command in each process
+        args = ["run", str(recipe), *(f"--set={s}" for s in set_ or [])]
+        args += (["--resume", str(resume)] if resume else []) + (["--no-progress"] if no_progress else [])
+        code = launch(nproc, args)
+        if code:
+            raise typer.Exit(code=code)
+        return
+    world = distributed.init(resolved["experiment"]["device"])  # rank 0 of 1 unless torchrun started us
     trainer = start_run(resolved, host, resume_dir=resume, console=err, show_progress=not no_progress)
-    err.print(
-        f"Run directory: [bold]{escape(str(trainer.run_dir))}[/bold] "
-        f"(device {trainer.device}, {trainer.total_steps()} steps)"
-    )
+    if world.is_main:
+        processes = f", {world.size} processes" if world.distributed else ""
+        err.print(
+            f"Run directory: [bold]{escape(str(trainer.run_dir))}[/bold] "
+            f"(device {trainer.device}{processes}, {trainer.total_steps()} steps)"
+        )
     result = trainer.run()
+    distributed.shutdown()  # the last collective is behind us; rank 0 evaluates alone (docs/training.md)
+    if not world.is_main:
+        raise typer.Exit(code=130 if result.interrupted else 0)
+    write_status({"run_dir": result.run_dir, "step": result.step, "interrupted": result.interrupted})
     if result.interrupted:
         write_index(result.run_dir)
-        again = shlex.join(["i2i", "run", "--resume", str(result.run_dir)])  # its recipe.toml has --set
+        again = ["i2i", "run", "--resume", str(result.run_dir)]  # its recipe.toml has --set
+        again = shlex.join(again + (["--nproc", str(world.size)] if world.distributed else []))
         err.print(
             f"[yellow]Stopped at step {result.step}; checkpoint saved. Continue with:[/]\n  {escape(again)}",
             soft_wrap=True,

@@ -29,6 +29,7 @@ from torch import nn
 
 from i2i.data import EpochSampler, _mix
 from i2i.errors import I2IError
+from i2i.launch import launched
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,6 @@ def world() -> World:
     return _world
 
 
-def launched() -> bool:
-    """Whether torchrun (or another launcher with its environment) started this process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
-
-
 def init(device_name: str) -> World:
     """Join the process group torchrun set up: NCCL with one GPU per process, or gloo on the CPU.
 
@@ -117,7 +113,7 @@ def init(device_name: str) -> World:
         )
     if use_cuda:
         if not torch.cuda.is_available():
-            raise I2IError(f'experiment.device = {device_name!r} but CUDA is not available here.')
+            raise I2IError(f"experiment.device = {device_name!r} but CUDA is not available here.")
         if local_rank >= torch.cuda.device_count():
             raise I2IError(
                 f"Process {rank} has LOCAL_RANK {local_rank}, but this machine has only "

@@ -21,6 +21,11 @@ from typing import Any
 STATUS_ENV = "I2I_RUN_STATUS"
 
 
+def launched() -> bool:
+    """Whether torchrun (or another launcher with its environment) started this process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     """The torchrun command line that runs ``i2i ARGS`` on ``nproc`` local processes."""
     return [

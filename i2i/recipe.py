@@ -98,6 +98,12 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
             Param("tensorboard", bool, True, "also write TensorBoard events when installed"),
             Param("evaluate", bool, True, "evaluate on the eval split when training ends"),
             Param("skip_nonfinite", bool, False, "skip steps with NaN/inf losses instead of stopping"),
+            Param(
+                "sync_batchnorm",
+                Literal["auto", "off"],
+                "auto",
+                "several processes: 'auto' computes batch-norm statistics over all processes' items",
+            ),
         ]
     },
     "eval": {

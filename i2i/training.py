@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import shutil
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,8 +33,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from i2i import __version__
-from i2i.build import Model, build_dataset, build_metrics, build_training
+from i2i import __version__, distributed
+from i2i.build import Model, build_dataset, build_metrics, build_training, loss_parameters
 from i2i.checkpoint import load_checkpoint, save_checkpoint
 from i2i.errors import CheckpointError, I2IError, TrainingDiverged
 from i2i.imaging import save_triplet_grid
@@ -103,9 +105,12 @@ class Trainer:
         self.host = host
         self.run_dir = Path(run_dir)
         self.console = console or Console(stderr=True)
-        self.show_progress = show_progress
+        self.world = distributed.world()
+        self.show_progress = show_progress and self.world.is_main
         self.train_cfg = recipe["train"]
-        state = self._load_resume_state() if resume else None
+        state = None
+        if resume:  # rank 0 reads the checkpoint; the others need not see the run directory
+            state = self.world.broadcast(self._load_resume_state() if self.world.is_main else None)
         parts = build_training(recipe, host)
         self.device = parts.device
         self.items, self.sampler, self.loader = parts.items, parts.sampler, parts.loader
@@ -139,6 +144,15 @@ class Trainer:
             )
         if state is not None:
             self._restore(state)
+        #: G and D as the step calls them (DDP-wrapped when several processes train).
+        self.replicas = distributed.replicate(
+            self.model.generator,
+            self.model.discriminator,
+            loss_parameters(self.model),
+            self.device,
+            seed,
+            self.step,
+        )
         self._stop_requested = False
         self.lock: RunLock | None = None  # set by start_run, released when run() ends
 
@@ -184,6 +198,7 @@ class Trainer:
             "pending_log": {k: float(v) for k, v in self._pending_log.items()},
             "epoch_loss": [float(self._epoch_loss[0]), self._epoch_loss[1]],
             "skipped_nonfinite": self.skipped_nonfinite,
+            "world_size": self.world.size,  # batch_in_epoch counts batches of this many processes
             "generator": m.generator.state_dict(),
             "losses": [loss.state_dict() for _, loss in m.losses],
             "rng": {
@@ -212,7 +227,9 @@ class Trainer:
                 part.optimizer.load_state_dict(state[f"opt_{OPTIMISED_KEYS[key]}"])
                 part.scheduler.load_state_dict(state[f"sched_{OPTIMISED_KEYS[key]}"])
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
-            self.batch_in_epoch = int(state["batch_in_epoch"])
+            self.batch_in_epoch, note = distributed.resume_position(state, self.recipe["data"]["batch_size"])
+            if note and self.world.is_main:
+                self.console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
             self._elapsed_before = float(state.get("elapsed", 0.0))
             self._pending_log = dict(state.get("pending_log", {}))
             self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
@@ -243,7 +260,8 @@ class Trainer:
         if name == "latest.pt" and self._saved[0] == self.step and path.is_file():
             return path
         self._check_savable()
-        save_checkpoint(self.state_dict(), path)
+        if self.world.is_main:  # every rank checks (equal weights), rank 0 writes
+            save_checkpoint(self.state_dict(), path)
         if name == "latest.pt":
             self._saved = (self.step, time.perf_counter())
         return path
@@ -258,7 +276,7 @@ class Trainer:
         """
         finite = torch.isfinite(loss.detach())
         if self.skip_nonfinite:
-            if bool(finite):
+            if self.world.all(bool(finite)):  # all ranks skip together: their gradients are shared
                 return True
             self._step_skipped = True
             return False
@@ -323,7 +341,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One D update and one G update on ``batch``; returns the logged scalars (0-d tensors)."""
-        G, D = self.model.generator, self.model.discriminator
+        G, D = self.replicas.generator, self.replicas.discriminator
         self._step_skipped = False
         real_A = batch["A"].to(self.device, non_blocking=True)
         real_B = batch["B"].to(self.device, non_blocking=True)
@@ -343,6 +361,7 @@ class Trainer:
                 ctx.log("D_total", loss_D)
             set_requires_grad(D, False)
 
+        ctx.discriminator = self.model.discriminator  # frozen: called without DDP (distributed.Replicas)
         generator_side = [p for k, p in self.optimised.items() if k != "D"]  # G and losses' own nets
         for part in generator_side:
             part.optimizer.zero_grad(set_to_none=True)
@@ -357,6 +376,7 @@ class Trainer:
         if total is None:
             raise I2IError("None of the recipe's losses gives the generator anything to learn.")
         total.backward()
+        self.replicas.sync_loss_gradients()
         if self._accept(total):
             for part in generator_side:
                 part.optimizer.step()
@@ -431,7 +451,8 @@ class Trainer:
         for net in (self.model.generator, self.model.discriminator):
             if net is not None:
                 net.train()
-        with self._graceful_stop(), progress, log_path.open("a", encoding="utf-8") as log:
+        log_file = log_path if self.world.is_main else Path(os.devnull)  # rank 0 writes the log
+        with self._graceful_stop(), progress, log_file.open("a", encoding="utf-8") as log:
             task = progress.add_task(
                 "train",
                 total=total_steps,
@@ -460,13 +481,17 @@ class Trainer:
                     if self.step % cfg["log_every"] == 0 or self.step == total_steps:
                         n = sums.pop("_steps", 0)
                         last = {k: float(v) / n for k, v in sums.items()} if n else {}
+                        last = self.world.mean(last)  # the mean over all processes' items
                         self._check_finite(last)  # before anything NaN is logged or saved
                         if self.skip_nonfinite:
                             last["skipped_nonfinite"] = self.skipped_nonfinite
                         self._log(log, writer, last, self.elapsed())
                         sums.clear()
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
-                    if save_every_s > 0 and now - self._saved[1] > save_every_s:
+                    save_due = save_every_s > 0 and now - self._saved[1] > save_every_s
+                    # A stop (a signal to any rank) and the timer's save must happen on all ranks at once.
+                    self._stop_requested, save_due = self.world.agree(self._stop_requested, save_due)
+                    if save_due:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples(writer)
@@ -555,6 +580,9 @@ class Trainer:
 
     @torch.no_grad()
     def write_samples(self, writer=None) -> Path:
+        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        if not self.world.is_main:
+            return path
         G = self.model.generator
         was_training = G.training
         G.eval()
@@ -562,7 +590,6 @@ class Trainer:
         A_dev = A.to(self.device)
         fake = generate(G, A_dev, self.sample_z)
         G.train(was_training)
-        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         save_triplet_grid(list(zip(A, fake.cpu(), B, strict=True)), path)
         if writer is not None:
             from torchvision.io import decode_image
@@ -571,7 +598,7 @@ class Trainer:
         return path
 
     def _tensorboard(self):
-        if not self.train_cfg["tensorboard"]:
+        if not self.train_cfg["tensorboard"] or not self.world.is_main:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -593,17 +620,19 @@ def start_run(
     Evaluation metrics are built first, so that one that cannot work (FID without its weights file)
     stops the run before training rather than after it.
     """
-    if recipe["train"]["evaluate"]:
+    world = distributed.world()  # with several processes only rank 0 touches the run directory
+    if recipe["train"]["evaluate"] and world.is_main:
         build_metrics(recipe["eval"]["metrics"], host)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        if not run_dir.is_dir():
+        if not run_dir.is_dir() and world.is_main:
             raise I2IError(f"--resume {run_dir}: no such run directory.")
     else:
-        run_dir = new_run_dir(recipe)
+        run_dir = world.broadcast(new_run_dir(recipe) if world.is_main else None)
     lock = RunLock(run_dir)
     try:
-        lock.acquire()
+        if world.is_main:
+            lock.acquire()
         trainer = Trainer(
             recipe,
             host,
@@ -614,10 +643,12 @@ def start_run(
         )
     except BaseException:
         lock.release()
-        if resume_dir is None:  # nothing was trained: leave no empty run directory behind
+        if resume_dir is None and world.is_main:  # nothing was trained: leave no empty run directory
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     trainer.lock = lock
+    if not world.is_main:
+        return trainer
     if resume_dir is not None:
         trainer.forget_after_checkpoint()
     # Rewritten on resume too: [train] and [eval] may change then, and 'i2i run --resume RUN_DIR'
@@ -629,6 +660,7 @@ def start_run(
             "torch": torch.__version__,
             "python": sys.version.split()[0],
             "device": str(trainer.device),
+            "processes": world.size,
         }
         (run_dir / "plugins.json").write_text(
             json.dumps({"plugins": plugins_used(recipe, host), "environment": environment}, indent=2) + "\n",
