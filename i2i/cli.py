@@ -173,6 +173,13 @@ def run(
     from i2i.report import write_index
     from i2i.training import start_run
 
+    if resume is not None and resume.is_file():
+        from i2i.training import run_dir_of
+
+        raise I2IError(
+            f"--resume {resume}: that is a checkpoint file; --resume takes the run directory that "
+            f"holds it: i2i run --resume {run_dir_of(resume)}"
+        )
     if recipe is None:
         if resume is None:
             raise I2IError("i2i run needs a RECIPE file, or --resume RUN_DIR to continue a run.")
@@ -373,6 +380,83 @@ def export(
         out.print(f"Wrote {escape(str(path))} (max difference to PyTorch: {diff:.2e})")
 
 
+@app.command()
+def bench(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Timed training steps per run.")] = 10,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Runs of each variant.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed steps first.")] = 3,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
+    set_: SetOption = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Time training and inference of RECIPE here, each speed-up against the plain path."""
+    from i2i.speed.bench import bench as run_bench
+    from i2i.speed.bench import describe_extras, table
+
+    resolved, _ = _resolve(recipe, set_)
+    summary = run_bench(
+        resolved, steps=steps, repeats=repeats, warmup=warmup, console=err, show_progress=not no_progress
+    )
+    out.print(table(summary))
+    for line in describe_extras(summary):
+        out.print(escape(line), highlight=False)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        out.print(f"Results: {escape(str(json_path))}")
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; the default keeps the page on this machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    palette: Annotated[
+        str | None,
+        typer.Option(
+            help="Canvas colours: a registered palette (see list-plugins) or a JSON file. "
+            "Default: the registered one that matches the training inputs."
+        ),
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Resize inputs to SIZE x SIZE for G (default: the training crop; 0: never)."),
+    ] = None,
+    canvas: Annotated[int, typer.Option(help="Side of the drawing canvas in pixels.")] = 256,
+    device: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Open a local web page: draw a label map or upload an input and see the generator's answer.
+
+    Needs the serve extra (pip install 'i2i[serve]'). Outputs are what 'i2i translate --size SIZE'
+    writes for the same input; samplers add test-time dropout or latent codes.
+    """
+    from i2i.serve.app import require_gradio
+
+    require_gradio()
+    from i2i.serve.app import build_app, host_warning, launch
+    from i2i.serve.labels import choose_palette
+    from i2i.serve.model import ServedModel
+
+    if not 1 <= port <= 65535:
+        raise I2IError(f"--port {port}: choose a port from 1 to 65535 (e.g. 7860).")
+    if not 32 <= canvas <= 2048:
+        raise I2IError(f"--canvas {canvas}: choose a side from 32 to 2048 pixels.")
+    plugins = _host()
+    model = ServedModel(checkpoint, plugins, size=size, device=device)
+    examples = model.examples()
+    chosen, note = choose_palette(palette, plugins, examples)
+    err.print(escape(note), soft_wrap=True)
+    warning = host_warning(host, port)
+    if warning:
+        err.print(f"[bold yellow]Warning:[/bold yellow] {escape(warning)}", soft_wrap=True)
+    demo = build_app(model, chosen, note, examples, canvas=canvas)
+    err.print(f"Serving {escape(model.path)} on {model.device}; press Ctrl+C to stop.", soft_wrap=True)
+    launch(demo, host, port)
+
+
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name, e.g. facades.")],
@@ -388,13 +472,77 @@ def data_fetch(
 
 @data_app.command("verify")
 def data_verify(
-    root: Annotated[Path, typer.Argument(help="A facades folder (train/, test/, ...).")],
+    target: Annotated[
+        Path, typer.Argument(help="A recipe (.toml): check its data; or a facades folder (train/, test/).")
+    ],
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Check a facades folder: splits, file counts and image sizes."""
-    from i2i.datafetch import verify_facades
+    """Check a dataset before training: items per split, image sizes, bad files and pairing.
 
-    summary = verify_facades(root)
-    out.print_json(json.dumps(summary, default=str))
+    With a recipe, its dataset is built for the training and evaluation splits exactly as a run
+    would build it, and every file's header is checked. Exit code 1 when a split cannot be used.
+    """
+    if target.suffix.lower() != ".toml":
+        from i2i.datafetch import verify_facades
+
+        summary = verify_facades(target)
+        out.print_json(json.dumps(summary, default=str))
+        return
+    from i2i.build import build_dataset
+    from i2i.datascan import verify_splits
+
+    recipe, host = _resolve(target, set_)
+    splits = list(dict.fromkeys(["train", recipe["eval"]["split"]]))
+    reports = verify_splits(lambda split: build_dataset(recipe, host, split), splits)
+    if as_json:
+        payload = [
+            {
+                "split": r.split,
+                "items": r.items,
+                "sizes": {f"{w}x{h}": n for (w, h), n in r.sizes.most_common()},
+                "bad": [{"path": str(p.path), "reason": p.reason} for p in r.bad],
+                "warnings": r.warnings,
+                "error": r.error,
+            }
+            for r in reports
+        ]
+        out.print_json(json.dumps({"recipe": str(target), "splits": payload}))
+    else:
+        table = Table(title=f"{recipe['data']['name']} data of {target}")
+        for col in ("split", "items", "image sizes (WxH: files)", "bad files", "status"):
+            table.add_column(col)
+        for r in reports:
+            sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in r.sizes.most_common(3))
+            if len(r.sizes) > 3:
+                sizes += f", ... ({len(r.sizes)} sizes)"
+            status = (
+                "[red]unusable[/red]"
+                if r.error
+                else ("[red]bad files[/red]" if r.bad else "[green]ok[/green]")
+            )
+            table.add_row(r.split, str(r.items), sizes, str(len(r.bad)), status)
+        out.print(table)
+        for r in reports:
+            if r.error:
+                out.print(f"[red]{escape(r.split)}:[/red] {escape(r.error)}", soft_wrap=True)
+            for p in r.bad[:20]:
+                out.print(
+                    f"[red]{escape(r.split)}:[/red] {escape(str(p.path))} {escape(p.reason)}", soft_wrap=True
+                )
+            if len(r.bad) > 20:
+                out.print(f"[red]{escape(r.split)}:[/red] ... and {len(r.bad) - 20} more bad files")
+            for w in r.warnings:
+                out.print(f"[yellow]{escape(r.split)}: {escape(w)}[/yellow]", soft_wrap=True)
+    unusable = [r.split for r in reports if r.error or r.bad]
+    if unusable:
+        train_bad = any(r.split == "train" and r.bad and not r.error for r in reports)
+        hint = (
+            " Fix or delete the bad files, or set data.skip_bad = true to leave them out."
+            if train_bad
+            else ""
+        )
+        raise I2IError(f"{target}: the data of split(s) {', '.join(unusable)} cannot be used as it is.{hint}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -413,6 +561,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("Interrupted.")
         sys.exit(130)
+    except OSError as exc:  # the file system refused: the user's files or disk, not a bug
+        if debug:
+            raise
+        from i2i.outputs import describe_os_error
+
+        err.print(
+            f"[bold red]Error:[/bold red] {escape(describe_os_error(exc))}", highlight=False, soft_wrap=True
+        )
+        sys.exit(1)
     except Exception as exc:  # an internal error: keep it short unless asked
         if debug:
             raise

@@ -1,0 +1,233 @@
+"""The Gradio page of ``i2i serve``: a label-map canvas, an upload box and the generator's answers.
+
+Every user mistake (a file that is not an image, a sampler that does not apply, ...) becomes a
+message on the page and in the status line; the server keeps running. Only this module imports
+Gradio, and only when ``i2i serve`` runs, so ``i2i --help`` stays fast without the extra.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from i2i.errors import I2IError
+from i2i.palette import Palette
+from i2i.serve.labels import blank, hex_colour, snap
+from i2i.serve.model import MAX_SAMPLES, PLAIN, ServedModel, as_tensor, to_array
+from i2i.translate import read_input
+
+try:
+    import gradio as gr
+except ImportError:  # pragma: no cover - the CLI checks with require_gradio() first
+    gr = None
+
+log = logging.getLogger(__name__)
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def require_gradio() -> None:
+    """Raise a one-paragraph :class:`I2IError` when the ``serve`` extra is not installed."""
+    if gr is None:
+        raise I2IError(
+            "i2i serve needs Gradio, the web-app library behind its page, which is an optional extra "
+            "of i2i. Install it with:  pip install 'i2i[serve]'  (or pip install gradio), then run "
+            "i2i serve again."
+        )
+
+
+def legend(palette: Palette | None, note: str) -> str:
+    """The palette as coloured swatches with class names, for the page (Markdown with HTML)."""
+    if palette is None:
+        return html.escape(note)
+    chips = " ".join(
+        f'<span style="white-space:nowrap;margin-right:8px"><span style="display:inline-block;width:14px;'
+        f'height:14px;vertical-align:middle;border:1px solid #888;background:{hex_colour(c)}"></span> '
+        f"{html.escape(name)}</span>"
+        for name, c in zip(palette.class_names, palette.colours, strict=True)
+    )
+    return f"{chips}<br><small>{html.escape(note)} The first class is the clear colour.</small>"
+
+
+def starter_image(examples: list[torch.Tensor], palette: Palette | None, side: int) -> np.ndarray:
+    """The canvas the page opens with: the data's first input, scaled to the canvas, or a blank one."""
+    if not examples:
+        return blank(palette, side, side)
+    image = examples[0]
+    _, h, w = image.shape
+    factor = max(1, round(side / max(h, w)))
+    picture = to_array(image.float() / 127.5 - 1.0)
+    if picture.ndim == 2:
+        picture = np.repeat(picture[..., None], 3, axis=2)
+    return np.kron(picture, np.ones((factor, factor, 1), dtype=np.uint8))  # nearest: colours stay exact
+
+
+def editor_value(image: np.ndarray) -> dict[str, Any]:
+    return {"background": image, "layers": [], "composite": image}
+
+
+def build_app(
+    model: ServedModel,
+    palette: Palette | None,
+    palette_note: str,
+    examples: list[torch.Tensor],
+    canvas: int = 256,
+) -> Any:
+    """The page's Blocks, not yet launched; the canvas opens with the first of ``examples``."""
+    require_gradio()
+    starter = starter_image(examples, palette, canvas)
+    if palette is not None:
+        colours = [hex_colour(c) for c in palette.colours]
+        default = colours[1] if len(colours) > 1 else colours[0]
+        brush = gr.Brush(colors=colours, default_color=default, color_mode="fixed")
+    else:
+        brush = gr.Brush(color_mode="defaults")
+    choices = [(model.describe(name), name) for name in model.samplers]
+    stochastic = [n for n in model.samplers if n not in (PLAIN, "deterministic")]
+
+    def translate(value: Any, sampler: str, count: float, seed: float, snapping: bool):
+        composite = value.get("composite") if isinstance(value, dict) else None
+        if composite is None:
+            return None, gr.Gallery(value=[], visible=False), "Draw a label map or upload an input image."
+        try:
+            image = np.asarray(composite)
+            if snapping and palette is not None and image.ndim == 3 and image.shape[2] >= 3:
+                image = snap(image[..., :3], palette)
+            answer = model.answer(as_tensor(image, model.input_nc), sampler, int(count), int(seed))
+        except I2IError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), f"**Not translated:** {exc}"
+        except Exception as exc:  # noqa: BLE001 - the page must survive anything G or the input does
+            log.error("i2i serve: translation failed\n%s", traceback.format_exc())
+            gr.Warning(f"Translation failed: {exc}")
+            message = f"**Translation failed:** {type(exc).__name__}: {exc} (details in the terminal)"
+            return gr.skip(), gr.skip(), message
+        h, w = answer.outputs[0].shape[:2]
+        status = (
+            f"{w}x{h}, {len(answer.outputs)} sample(s) with {sampler} (seed {int(seed)}) in "
+            f"{answer.seconds * 1000:.0f} ms on {model.device}."
+        )
+        for note in answer.notes:
+            gr.Info(note)
+        if answer.notes:
+            status += " " + " ".join(answer.notes)
+        many = len(answer.outputs) > 1
+        return answer.outputs[0], gr.Gallery(value=answer.outputs if many else [], visible=many), status
+
+    def load_upload(path: str | None):
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            tensor = read_input(Path(path), model.input_nc)  # decoded as i2i translate decodes files
+        except I2IError as exc:
+            message = str(exc).replace(str(path), Path(path).name)  # not the server's temporary copy
+            gr.Warning(message)
+            return gr.skip(), f"**Upload refused:** {message}"
+        tensor, notes = model.fit(tensor)
+        for note in notes:
+            gr.Info(note)
+        picture = to_array(tensor.float() / 127.5 - 1.0 if tensor.dtype == torch.uint8 else tensor * 2 - 1)
+        if picture.ndim == 2:
+            picture = np.repeat(picture[..., None], 3, axis=2)
+        return editor_value(picture), " ".join(notes) or f"Loaded {Path(path).name}."
+
+    with gr.Blocks(title="i2i serve", analytics_enabled=False) as demo:
+        gr.Markdown(
+            f"### i2i serve: `{html.escape(model.path)}`\n"
+            "Draw a label map (or upload an input image); the generator answers after every stroke."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                editor = gr.ImageEditor(
+                    value=editor_value(starter),
+                    label="Input (draw here)",
+                    image_mode="RGB",
+                    type="numpy",
+                    sources=("upload", "clipboard"),
+                    brush=brush,
+                    layers=False,
+                    transforms=(),
+                    canvas_size=(canvas, canvas),
+                    format="png",
+                    elem_id="i2i-canvas",
+                )
+                gr.Markdown(legend(palette, palette_note))
+                with gr.Row():
+                    clear = gr.Button("Clear to background", size="sm")
+                    snapping = gr.Checkbox(value=palette is not None, label="Snap colours to the palette")
+                upload = gr.File(label="Upload an input image", file_types=["image"], type="filepath")
+            with gr.Column(scale=1):
+                output = gr.Image(
+                    label="Output", type="numpy", format="png", interactive=False, elem_id="i2i-output"
+                )
+                gallery = gr.Gallery(
+                    label="Samples", format="png", columns=4, visible=False, interactive=False
+                )
+                status = gr.Markdown("", elem_id="i2i-status")
+                sampler = gr.Radio(
+                    choices=choices, value=PLAIN, label="Sampler (noise source and network mode)"
+                )
+                with gr.Row():
+                    count = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples side by side")
+                    seed = gr.Number(value=model.seed, precision=0, label="Seed")
+                new = gr.Button("New samples", size="sm")
+                if not stochastic:
+                    gr.Markdown(
+                        "<small>This generator has no dropout and no latent code: samples are equal.</small>"
+                    )
+
+        inputs = [editor, sampler, count, seed, snapping]
+        outputs = [output, gallery, status]
+        editor.change(
+            translate,
+            inputs,
+            outputs,
+            api_name="translate",
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
+        for control in (sampler, count, seed, snapping):
+            control.change(
+                translate,
+                inputs,
+                outputs,
+                api_visibility="private",
+                trigger_mode="always_last",
+                show_progress="hidden",
+            )
+        demo.load(translate, inputs, outputs, api_visibility="private")
+        upload.upload(load_upload, upload, [editor, status], api_name="upload")
+        clear.click(
+            lambda: editor_value(blank(palette, canvas, canvas)), None, editor, api_visibility="private"
+        )
+        new.click(lambda s: int(s) + 1, seed, seed, api_visibility="private")
+    return demo
+
+
+def host_warning(host: str, port: int) -> str | None:
+    """What to tell the user when the page is reachable from other machines."""
+    if host in LOCAL_HOSTS:
+        return None
+    return (
+        f"Serving on {host}:{port}, not only this machine: anyone who can reach it on that port can "
+        "run the model and upload files to it, with no login. Use it on a network you trust, or keep "
+        "the default --host 127.0.0.1 and reach it through an SSH tunnel."
+    )
+
+
+def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True) -> str:
+    """Start the server; returns its URL (immediately when ``block`` is false, for tests)."""
+    require_gradio()
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        quiet=not block,
+        footer_links=["api"],
+    )
+    return url

@@ -1,0 +1,78 @@
+"""The drawing canvas's palette: which one fits the generator's inputs, and snapping strokes to it.
+
+Brush strokes are anti-aliased, so a drawn label map holds colours between the classes; the network
+only ever saw the class colours, so every pixel is snapped to its nearest palette colour first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from i2i.palette import Palette, find_palette
+from i2i.plugins import PluginHost
+
+#: A registered palette fits a data set when this share of its input pixels lies within
+#: ``MATCH_DISTANCE`` (RGB units) of a palette colour; JPEG label maps blur class edges, so not all do
+#: (78% of the facades train label pixels are that close to a CMP colour, a photo has far fewer).
+MATCH_SHARE = 0.6
+MATCH_DISTANCE = 40.0
+
+
+def palette_fit(palette: Palette, images: list[torch.Tensor]) -> float:
+    """The share of the pixels of ``images`` (uint8 (3, H, W)) close to a colour of ``palette``."""
+    close = total = 0
+    for image in images:
+        _, distance = palette.nearest(image)
+        close += int((distance <= MATCH_DISTANCE).sum())
+        total += distance.numel()
+    return close / total if total else 0.0
+
+
+def choose_palette(
+    spec: str | None, host: PluginHost, examples: list[torch.Tensor]
+) -> tuple[Palette | None, str]:
+    """The palette named by ``spec`` (a registered name or a JSON file), else the registered one
+    that best explains the ``examples`` (the training data's inputs). Returns it and a note."""
+    if spec:
+        palette = find_palette(spec, host)
+        return palette, f"Palette {palette.name} ({palette.num_classes} classes), as asked."
+    rgb = [x for x in examples if x.shape[0] == 3]
+    if not rgb:
+        return None, (
+            "No palette: the training inputs could not be read to recognise one. Pass --palette NAME "
+            "or --palette FILE.json to draw with class colours."
+        )
+    scored = []
+    for component in host.registry("palette"):
+        palette = component.build()
+        scored.append((palette_fit(palette, rgb), palette))
+    best = max(scored, key=lambda s: s[0], default=(0.0, None))
+    if best[1] is None or best[0] < MATCH_SHARE:
+        return None, (
+            "No registered palette matches the training inputs (they look like pictures, not label "
+            "maps): the canvas offers free colours. Pass --palette NAME or --palette FILE.json to "
+            "choose one."
+        )
+    palette = best[1]
+    return palette, (
+        f"Palette {palette.name} ({palette.num_classes} classes): {best[0]:.0%} of the training "
+        "inputs' pixels are its colours."
+    )
+
+
+def snap(image: np.ndarray, palette: Palette) -> np.ndarray:
+    """An RGB uint8 image (H, W, 3) with every pixel replaced by its nearest palette colour."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    index, _ = palette.nearest(tensor)
+    return palette.colours[index].numpy()
+
+
+def blank(palette: Palette | None, height: int, width: int) -> np.ndarray:
+    """A canvas filled with the palette's first class (its background), or white without one."""
+    colour = palette.colours[0].numpy() if palette is not None else np.array([255, 255, 255], np.uint8)
+    return np.broadcast_to(colour, (height, width, 3)).copy()
+
+
+def hex_colour(rgb: torch.Tensor) -> str:
+    return "#" + "".join(f"{int(v):02x}" for v in rgb)

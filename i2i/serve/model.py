@@ -1,0 +1,189 @@
+"""A trained generator ready to answer one image at a time, the way ``i2i translate`` does.
+
+Loading, fitting the image to the network and restoring its size are :mod:`i2i.translate`'s own
+functions, so the page shows exactly the pixels ``i2i translate`` writes for the same input and
+settings. Several outputs per input come from the registered samplers (test-time dropout, latent
+codes, ...), drawn by the diversity protocol's :func:`~i2i.diversity.protocol.draw`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from i2i.build import build_dataset, pick_device
+from i2i.checkpoint import load_checkpoint
+from i2i.diversity.protocol import draw
+from i2i.errors import DataError, I2IError
+from i2i.evaluate import generator_from_checkpoint
+from i2i.imaging import resize, to_pil
+from i2i.plugins import PluginHost
+from i2i.sampling import Sampler, check_mode
+from i2i.translate import read_input, size_multiple, translate_tensor
+
+#: Inputs with a longer side are scaled down first (with a note): a phone photo would take
+#: seconds on a CPU and gigabytes of activations.
+MAX_SIDE = 1024
+MAX_SAMPLES = 8
+PLAIN = "translate"
+
+
+class TranslateSampler(Sampler):
+    """What ``i2i translate --mode MODE`` does: the network in that mode, a random code if it takes one."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = check_mode(mode)
+        self.batched = mode == "eval"  # train-mode batch norm: each sample is its own batch of one
+
+    def describe(self) -> str:
+        return f"as i2i translate --mode {self.mode}"
+
+
+@dataclass
+class Answer:
+    """The outputs for one input (uint8 arrays (H, W, C)), what was adjusted, and how long G took."""
+
+    outputs: list[np.ndarray]
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def as_tensor(image: np.ndarray, channels: int) -> torch.Tensor:
+    """A picture from the page (uint8 (H, W) or (H, W, 3|4)) as :func:`read_input` would decode it."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise DataError("The input is not an image (expected height x width x colour channels).")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise DataError(f"The input has {image.shape[2]} channels; a picture has 1, 3 or 4.")
+    if image.dtype != np.uint8:
+        raise DataError(f"The input has {image.dtype} pixels; the page sends 8-bit images.")
+    picture = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    array = np.array(picture.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    array = array[..., None] if array.ndim == 2 else array
+    return torch.from_numpy(array).permute(2, 0, 1).expand(channels, -1, -1).contiguous()
+
+
+def to_array(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] as the uint8 picture ``i2i translate`` would save."""
+    return np.array(to_pil(image))
+
+
+class ServedModel:
+    """One trained generator, its samplers and its input rules; safe to call from several threads."""
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        host: PluginHost,
+        *,
+        size: int | None = None,
+        device: str | None = None,
+    ) -> None:
+        """``size``: the side inputs are resized to for G, as ``i2i translate --size``; by default the
+        training crop size (what the network saw), 0 for the input's own size."""
+        self.host = host
+        state = load_checkpoint(checkpoint)
+        self.recipe = state["recipe"]
+        self.path = state["path"]
+        self.device = pick_device(device or self.recipe["experiment"]["device"])
+        self.generator = generator_from_checkpoint(state, host, self.device)
+        self.input_nc, self.output_nc = int(state["io"]["input_nc"]), int(state["io"]["output_nc"])
+        if self.input_nc not in (1, 3) or self.output_nc not in (1, 3):
+            raise I2IError(
+                f"{self.path}: its generator maps {self.input_nc} to {self.output_nc} channels; the page "
+                "shows and draws pictures, so it serves generators with 1 or 3 channels in and out."
+            )
+        if size is not None and size < 0:
+            raise I2IError(f"--size {size}: give a side length in pixels, or 0 for the input's own size.")
+        crop = self.recipe["data"].get("crop_size")
+        #: What ``i2i translate --size`` gets: the training crop by default, ``None`` (0) for none.
+        self.size: int | None = (int(crop) if crop else None) if size is None else (size or None)
+        self.multiple = size_multiple(self.generator)
+        self.seed = int(self.recipe["experiment"]["seed"])
+        self.samplers = self._samplers(host, self.generator)
+        self._prepared: dict[str, nn.Module] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _samplers(host: PluginHost, generator: nn.Module) -> dict[str, Sampler]:
+        """``i2i translate``'s two modes, then every registered sampler that can diversify G."""
+        found: dict[str, Sampler] = {PLAIN: TranslateSampler("eval")}
+        found[f"{PLAIN}_train"] = TranslateSampler("train")
+        for component in host.registry("sampler"):
+            try:
+                sampler = component.build()
+                sampler.check(generator)
+            except (I2IError, TypeError):  # does not apply to this G, or needs parameters
+                continue
+            found[component.name] = sampler
+        return found
+
+    def describe(self, name: str) -> str:
+        return f"{name}: {self.samplers[name].describe()}"
+
+    def _net(self, name: str) -> nn.Module:
+        if name not in self._prepared:
+            self._prepared[name] = self.samplers[name].prepare(self.generator).to(self.device)
+        return self._prepared[name]
+
+    def examples(self, count: int = 3) -> list[torch.Tensor]:
+        """Up to ``count`` inputs (uint8 (C, H, W)) from the training recipe's data, test split
+        first; none when the data is not where the recipe says."""
+        for split in ("test", "train"):
+            try:
+                dataset = build_dataset(self.recipe, self.host, split)
+                items = [dataset[i]["A"] for i in range(min(count, len(dataset)))]
+            except Exception:  # noqa: BLE001 - a missing or moved data set only costs the starter image
+                continue
+            if items:
+                return [((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) for x in items]
+        return []
+
+    def fit(self, image: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Scale an oversized input (uint8 (C, H, W)) down to ``MAX_SIDE``, saying so."""
+        _, h, w = image.shape
+        if max(h, w) <= MAX_SIDE:
+            return image, []
+        scale = MAX_SIDE / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        note = f"The input is {w}x{h}; it was scaled down to {nw}x{nh} (at most {MAX_SIDE} px a side)."
+        return resize(image, (nh, nw)), [note]
+
+    @torch.no_grad()
+    def answer(
+        self, image: torch.Tensor, sampler: str = PLAIN, count: int = 1, seed: int | None = None
+    ) -> Answer:
+        """``count`` outputs for one input (uint8 or float (C, H, W), as :func:`read_input` gives).
+
+        Torch's RNG is seeded with ``seed`` (default: the recipe's, as ``i2i translate`` does)
+        before sampling, so a seed always gives the same samples.
+        """
+        if sampler not in self.samplers:
+            raise I2IError(f"Unknown sampler {sampler!r}; this generator offers {', '.join(self.samplers)}.")
+        if not 1 <= count <= MAX_SAMPLES:
+            raise I2IError(f"Samples: {count}; choose 1 to {MAX_SAMPLES}.")
+        if image.shape[0] != self.input_nc:
+            raise DataError(f"The input has {image.shape[0]} channels; the generator takes {self.input_nc}.")
+        image, notes = self.fit(image)
+        chosen = self.samplers[sampler]
+        with self._lock:  # one image at a time: the CPU is the limit, and the RNG is global
+            net = self._net(sampler)
+            torch.manual_seed(self.seed if seed is None else int(seed))
+            start = time.perf_counter()
+            outputs, fit_notes = translate_tensor(
+                image, self.multiple, self.size, lambda x: draw(net, chosen, x, count, self.device)
+            )
+            seconds = time.perf_counter() - start
+        if self.size and fit_notes and fit_notes[0].startswith("resized"):
+            fit_notes = fit_notes[1:]  # resizing to --size is the setting, not news
+        return Answer([to_array(y) for y in outputs], notes + fit_notes, seconds)
+
+    def answer_file(self, path: Path, **kwargs) -> Answer:
+        """:meth:`answer` for an image file, decoded as ``i2i translate`` decodes it."""
+        return self.answer(read_input(Path(path), self.input_nc), **kwargs)
