@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from i2i import distributed
 from i2i.data import EpochSampler, SeededItems
+from i2i.datascan import check_split
 from i2i.errors import DataError, I2IError
 from i2i.losses import Loss
 from i2i.metrics import Metric
@@ -19,6 +20,9 @@ from i2i.plugins import PluginHost
 from i2i.recipe import HOST_SETTINGS, Recipe
 from i2i.sampling import latent_dim
 from i2i.schedules import make_scheduler
+from i2i.speed.device_data import DecodedLoader, supports_decoded_cache
+from i2i.speed.options import decide
+from i2i.speed.step import StepSpeed, prepare_step
 
 DATA_HOST_KEYS = set(HOST_SETTINGS["data"])
 
@@ -62,6 +66,12 @@ def build_dataset(recipe: Recipe, host: PluginHost, split: str, **changes: Any):
     """The recipe's dataset for ``split``; ``changes`` override data parameters (e.g. ``root``)."""
     table = {**recipe["data"], **changes}
     return host.registry("dataset").build(table["name"], split=split, **_params(table, DATA_HOST_KEYS))
+
+
+def describe_split(recipe: Recipe, split: str) -> str:
+    """``the 'train' split of ROOT``, for messages about a split's files."""
+    root = recipe["data"].get("root")
+    return f"the {split!r} split" + (f" of {root}" if root else "")
 
 
 def build_generator(recipe: Recipe, host: PluginHost, input_nc: int, output_nc: int) -> nn.Module:
@@ -181,12 +191,16 @@ class Training:
     dataset: Any
     items: SeededItems
     sampler: EpochSampler
-    loader: DataLoader
+    loader: DataLoader | DecodedLoader
     steps_per_epoch: int
     model: Model
     #: ``"G"`` always; ``"D"`` when there is a discriminator; ``"losses"`` when losses own
     #: trainable parameters (stepped together with G, at G's learning rate).
     optimised: dict[str, Optimised]
+    #: What the data scan found worth saying (skipped files, odd sizes), to show at the start.
+    notes: list[str] = field(default_factory=list)
+    #: The ``[speed]`` settings in force (see :mod:`i2i.speed`).
+    speed: StepSpeed | None = None
 
 
 def loss_parameters(model: Model) -> list[nn.Parameter]:
@@ -208,6 +222,7 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
     dataset = build_dataset(recipe, host, "train")
     if len(dataset) == 0:
         raise DataError(f"The training split of {recipe['data'].get('root', 'the dataset')} holds no images.")
+    dataset, notes = check_split(dataset, describe_split(recipe, "train"), recipe["data"]["skip_bad"])
     items = SeededItems(dataset, seed)
     sampler = distributed.make_sampler(len(dataset), seed)  # this rank's share when distributed
     data = recipe["data"]
@@ -219,6 +234,12 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
         persistent_workers=data["num_workers"] > 0,  # no re-forking every epoch
         pin_memory=device.type == "cuda",
     )
+    if data["cache"] == "decoded":
+        problem = supports_decoded_cache(dataset)
+        if problem is None:
+            loader = DecodedLoader(dataset, seed, sampler, data["batch_size"], device)
+        else:
+            notes.append(f"data.cache: {problem}; loading with the DataLoader.")
     model = build_model(recipe, host, dataset.input_nc, dataset.output_nc)
     sync_bn = recipe["train"]["sync_batchnorm"]
     if distributed.sync_batchnorm_wanted(sync_bn, model.generator, model.discriminator):
@@ -230,6 +251,9 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
         model.discriminator.to(device)
     for _, loss in model.losses:
         loss.to(device)
+    networks = [net for net in (model.generator, model.discriminator) if net is not None]
+    speed = prepare_step(decide(recipe.get("speed"), device), device, networks)
+    notes += speed.notes
 
     optim, train = recipe["optim"], recipe["train"]
 
@@ -253,4 +277,6 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
         steps_per_epoch=distributed.steps_per_epoch(len(dataset), data["batch_size"]),
         model=model,
         optimised=parts,
+        notes=notes,
+        speed=speed,
     )

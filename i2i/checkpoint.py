@@ -7,6 +7,7 @@ tensors and primitive containers are unpickled.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
@@ -37,8 +38,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)):  # torch reports a full disk as a RuntimeError
+            kept = (
+                f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+            )
+            full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "write" in str(exc).lower()
+            why = "the disk is probably full" if full else str(exc).splitlines()[0]
+            raise CheckpointError(
+                f"Could not write the checkpoint {path} ({why}); {kept}. Free some space (or fix "
+                "the folder), then resume the run."
+            ) from None
         raise
     return path
 
@@ -75,6 +86,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} was written by a newer i2i (format {state['format_version']}); upgrade i2i."
+        )
+    recipe = state.get("recipe")
+    required = ("experiment", "data", "generator")
+    has_model = "recipe" in state or "generator" in state
+    if has_model and (
+        not isinstance(recipe, dict) or not all(isinstance(recipe.get(s), dict) for s in required)
+    ):
+        raise CheckpointError(
+            f"{path} is damaged: its stored recipe is not a table with [experiment], [data] and "
+            "[generator] sections, so the model it holds cannot be rebuilt."
         )
     state["path"] = str(path)
     return state

@@ -25,6 +25,7 @@ from i2i.checkpoint import load_checkpoint
 from i2i.errors import CheckpointError, I2IError
 from i2i.imaging import save_triplet_grid, to_unit
 from i2i.metrics import Metric
+from i2i.outputs import output_folder
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe
 from i2i.report import write_gallery
@@ -99,7 +100,9 @@ def evaluate(
     subset = torch.utils.data.Subset(dataset, range(n))
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False)
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    images = output_folder(out_dir / "images", "The evaluation folder")
+    for old in images.glob("*.png"):  # a previous evaluation's images would linger in the folder
+        old.unlink()
     for metric in metrics.values():
         metric.reset()
     rows: list[dict[str, Any]] = []

@@ -10,7 +10,9 @@ import torch
 from i2i.checkpoint import load_checkpoint
 from i2i.errors import I2IError
 from i2i.evaluate import generator_from_checkpoint
+from i2i.outputs import output_folder
 from i2i.plugins import PluginHost
+from i2i.translate import size_multiple
 
 FORMATS = ("torchscript", "onnx", "safetensors")
 
@@ -47,13 +49,20 @@ def export_generator(
         raise I2IError(f"Unknown export format {unknown[0]!r}: use {', '.join(FORMATS)}.")
     state = load_checkpoint(checkpoint)
     G = generator_from_checkpoint(state, host, torch.device("cpu")).eval()
+    multiple = size_multiple(G)
+    if size < multiple or size % multiple:
+        raise I2IError(
+            f"--size {size}: the example input must be a positive multiple of {multiple} pixels for "
+            f"this generator (e.g. --size {max(multiple, 256 // multiple * multiple)}); exported models "
+            "accept any such size afterwards."
+        )
     latent = int(getattr(G, "latent_dim", 0) or 0)
     module = _WithLatent(G) if latent else G
     x = torch.rand(1, state["io"]["input_nc"], size, size) * 2 - 1
     inputs = (x, torch.randn(1, latent)) if latent else (x,)
     expected = module(*inputs)
     out_dir = Path(out_dir) if out_dir else Path(state["path"]).parent.parent / "export"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, "The export folder")
     results = []
     if "torchscript" in formats:
         path = out_dir / "generator.torchscript.pt"

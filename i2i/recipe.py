@@ -30,6 +30,7 @@ from i2i.schema import (
     matches,
     range_problem,
 )
+from i2i.speed.options import SPEED_SETTINGS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +60,18 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
         for p in [
             Param("batch_size", int, 1, minimum=1),
             Param("num_workers", int, 0, "DataLoader worker processes", range=Range(0, 256)),
+            Param(
+                "skip_bad",
+                bool,
+                False,
+                "leave out items whose files are corrupt, truncated or not images (counted), not stop",
+            ),
+            Param(
+                "cache",
+                Literal["off", "decoded"],
+                "off",
+                "'decoded': decode each image once, jitter on the training device",
+            ),
         ]
     },
     "optim": {
@@ -128,6 +141,7 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
         ]
     },
 }
+HOST_SETTINGS["speed"] = SPEED_SETTINGS
 
 #: Sections holding one component: section → (registry kind, whether the section is required).
 COMPONENT_SECTIONS = {
@@ -144,6 +158,7 @@ ALL_SECTIONS = [
     "optim",
     "train",
     "eval",
+    "speed",
 ]
 
 
@@ -370,7 +385,7 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
         elif section not in ALL_SECTIONS:
             problems.append(f"[{section}]: unknown section. {suggest(section, ALL_SECTIONS)}")
     out: Recipe = {}
-    for section in ["experiment", "optim", "train", "eval"]:
+    for section in ["experiment", "optim", "train", "eval", "speed"]:
         table = recipe.get(section, {})
         if not isinstance(table, dict):
             problems.append(f"[{section}]: expected a table.")

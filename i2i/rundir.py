@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from i2i.errors import RunLocked
+from i2i.errors import I2IError, RunLocked
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe
 
@@ -32,13 +32,35 @@ def plugins_used(recipe: Recipe, host: PluginHost) -> dict[str, str]:
 
 def new_run_dir(recipe: Recipe) -> Path:
     """``output_dir/name``, or ``name-2``, ``name-3``... when that exists already."""
-    base = Path(recipe["experiment"]["output_dir"]) / recipe["experiment"]["name"]
+    output_dir = Path(recipe["experiment"]["output_dir"])
+    base = output_dir / recipe["experiment"]["name"]
     run_dir, n = base, 1
     while run_dir.exists():
         n += 1
         run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        blocker = next((p for p in (output_dir, *output_dir.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
+        raise I2IError(
+            f"experiment.output_dir = {str(output_dir)!r}: cannot create the run directory {run_dir} "
+            f"({why}). Point output_dir at a folder you can write to, e.g. --set experiment.output_dir=runs"
+        ) from None
     return run_dir
+
+
+def remove_new_run_dir(run_dir: Path, output_dir: Path, output_dir_existed: bool) -> None:
+    """Undo :func:`new_run_dir` after a run that could not start: no empty folders are left."""
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if not output_dir_existed:
+        for folder in (output_dir, *output_dir.parents):
+            try:
+                folder.rmdir()  # only succeeds while empty
+            except OSError:
+                break
 
 
 class RunLock:

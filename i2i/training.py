@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -34,15 +33,15 @@ from rich.progress import (
 )
 
 from i2i import __version__, distributed
-from i2i.build import Model, build_dataset, build_metrics, build_training, loss_parameters
+from i2i.build import Model, build_dataset, build_metrics, build_training, describe_split, loss_parameters
 from i2i.checkpoint import load_checkpoint, save_checkpoint
-from i2i.errors import CheckpointError, I2IError, TrainingDiverged
+from i2i.datascan import check_split
+from i2i.errors import CheckpointError, DataError, I2IError, TrainingDiverged
 from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
-from i2i.speed.allocator import tune_allocator
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe, dumps, resolve
-from i2i.rundir import RunLock, forget_after, new_run_dir, plugins_used
+from i2i.rundir import RunLock, forget_after, new_run_dir, plugins_used, remove_new_run_dir
 from i2i.sampling import generate
 from i2i.schedules import step_scheduler
 
@@ -112,10 +111,13 @@ class Trainer:
         if resume:  # rank 0 reads the checkpoint; the others need not see the run directory
             state = self.world.broadcast(self._load_resume_state() if self.world.is_main else None)
         parts = build_training(recipe, host)
+        for note in parts.notes:
+            self.console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
         self.device = parts.device
         self.items, self.sampler, self.loader = parts.items, parts.sampler, parts.loader
         self.steps_per_epoch = parts.steps_per_epoch
         self.model: Model = parts.model
+        self.speed = parts.speed
         self.optimised = parts.optimised
         dataset = parts.dataset
         seed = recipe["experiment"]["seed"]
@@ -341,10 +343,14 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One D update and one G update on ``batch``; returns the logged scalars (0-d tensors)."""
+        with self.speed.autocast():  # speed.amp; backward passes leave it (speed.backward)
+            return self._step(batch)
+
+    def _step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         G, D = self.replicas.generator, self.replicas.discriminator
         self._step_skipped = False
-        real_A = batch["A"].to(self.device, non_blocking=True)
-        real_B = batch["B"].to(self.device, non_blocking=True)
+        real_A = self.speed.inputs(batch["A"])
+        real_B = self.speed.inputs(batch["B"])
         z = self._draw_z(real_A.shape[0])
         fake_B = generate(G, real_A, z)
         ctx = StepContext(real_A, real_B, G, D, fake_B, z, self._draw_z)
@@ -355,7 +361,7 @@ class Trainer:
             terms = [t for _, loss in self.model.losses if (t := loss.discriminator_loss(ctx)) is not None]
             if terms:
                 loss_D = torch.stack(terms).sum()
-                loss_D.backward()
+                self.speed.backward(loss_D)
                 if self._accept(loss_D):
                     self.opt_D.step()
                 ctx.log("D_total", loss_D)
@@ -375,7 +381,7 @@ class Trainer:
             total = weighted if total is None else total + weighted
         if total is None:
             raise I2IError("None of the recipe's losses gives the generator anything to learn.")
-        total.backward()
+        self.speed.backward(total)
         self.replicas.sync_loss_gradients()
         if self._accept(total):
             for part in generator_side:
@@ -422,10 +428,6 @@ class Trainer:
             self.release()
 
     def _run(self) -> RunResult:
-        if self.device.type == "cpu":
-            tune_allocator()
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
         writer = self._tensorboard()
         log_path = self.run_dir / "log.jsonl"
         total_steps = self.total_steps()
@@ -607,6 +609,27 @@ class Trainer:
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint file belongs to (RUN/checkpoints/latest.pt -> RUN)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def check_eval_split(recipe: Recipe, host: PluginHost, console: Console) -> None:
+    """Find bad files of the evaluation split now, not after hours of training.
+
+    A missing split is not an error here: the run then ends with its report and a hint.
+    """
+    try:
+        dataset = build_dataset(recipe, host, recipe["eval"]["split"])
+    except DataError:
+        return
+    _, notes = check_split(
+        dataset, describe_split(recipe, recipe["eval"]["split"]), recipe["data"]["skip_bad"]
+    )
+    for note in notes:
+        console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
+
+
 def start_run(
     recipe: Recipe,
     host: PluginHost,
@@ -623,8 +646,16 @@ def start_run(
     world = distributed.world()  # with several processes only rank 0 touches the run directory
     if recipe["train"]["evaluate"] and world.is_main:
         build_metrics(recipe["eval"]["metrics"], host)
+        check_eval_split(recipe, host, console or Console(stderr=True))
+    output_dir = Path(recipe["experiment"]["output_dir"])
+    output_dir_existed = output_dir.is_dir()
     if resume_dir is not None:
         run_dir = Path(resume_dir)
+        if run_dir.is_file() and world.is_main:
+            raise I2IError(
+                f"--resume {run_dir}: that is a checkpoint file; --resume takes the run directory "
+                f"that holds it, e.g. --resume {run_dir_of(run_dir)}"
+            )
         if not run_dir.is_dir() and world.is_main:
             raise I2IError(f"--resume {run_dir}: no such run directory.")
     else:
@@ -644,7 +675,7 @@ def start_run(
     except BaseException:
         lock.release()
         if resume_dir is None and world.is_main:  # nothing was trained: leave no empty run directory
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_new_run_dir(run_dir, output_dir, output_dir_existed)
         raise
     trainer.lock = lock
     if not world.is_main:

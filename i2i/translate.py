@@ -52,7 +52,7 @@ def read_input(path: Path, channels: int, large: list[str] | None = None) -> tor
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             img = Image.open(path)
         with img:
-            if caught and large is not None:
+            if large is not None and any(w.category is Image.DecompressionBombWarning for w in caught):
                 w, h = img.size
                 large.append(f"{path.name} is {w}x{h} ({w * h / 1e6:.0f} megapixels)")
             img.load()
@@ -216,6 +216,7 @@ def translate_folder(
     crop = recipe["data"].get("crop_size")
     other_sizes: set[str] = set()
     resized = 0
+    pair_like = squashed = 0
     direction = recipe["data"].get("direction", "AtoB")
     torch.manual_seed(recipe["experiment"]["seed"])
     with Progress(console=console or Console(stderr=True)) as bar:
@@ -226,6 +227,8 @@ def translate_folder(
                 half = x.shape[2] // 2
                 x = x[:, :, half:] if direction == "BtoA" else x[:, :, :half]
             _, h, w = x.shape
+            pair_like += not aligned and w == 2 * h
+            squashed += bool(size) and h != w
             if size is None and crop and (h, w) != (crop, crop):
                 other_sizes.add(f"{w}x{h}")
             ys, notes = translate_tensor(x, multiple, size, lambda fitted: generate(G, fitted[None].to(dev)))
@@ -245,7 +248,18 @@ def translate_folder(
         report.notes.append(
             f"{resized} image(s) were resized to {size}x{size} for the network and back to their own size."
         )
-    if other_sizes:
+    if pair_like == len(files):
+        report.notes.append(
+            f"Every input is exactly twice as wide as high, like the A|B pair files the model was "
+            "trained on, and each was translated whole. If they are pairs, pass --aligned to "
+            f"translate only the input half (direction {direction})."
+        )
+    if squashed:
+        report.notes.append(
+            f"{squashed} input(s) are not square, and --size {size} resized them to {size}x{size}, "
+            "changing their aspect ratio for the network (outputs are resized back)."
+        )
+    if other_sizes and pair_like < len(files):
         report.notes.append(
             f"The model was trained on {crop}x{crop} crops and these inputs are "
             f"{', '.join(sorted(other_sizes))}: the network runs at their size, which changes the scale "

@@ -207,7 +207,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="previous ck.pt is unchanged"):
         save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
@@ -343,7 +343,11 @@ def test_translate_keeps_sizes_and_says_so(trained_run, tmp_path):
     report = translate_folder(trained_run, src, tmp_path / "out2", get_host(), size=32)
     for name, size in [("odd", (40, 24)), ("square", (64, 64)), ("tiny", (20, 12))]:
         assert Image.open(tmp_path / "out2" / f"{name}.png").size == size
-    assert report.notes == ["3 image(s) were resized to 32x32 for the network and back to their own size."]
+    assert report.notes == [
+        "3 image(s) were resized to 32x32 for the network and back to their own size.",
+        "2 input(s) are not square, and --size 32 resized them to 32x32, changing their aspect ratio "
+        "for the network (outputs are resized back).",
+    ]
 
 
 def test_export_matches_pytorch(trained_run, tmp_path):
@@ -485,13 +489,15 @@ def test_metrics_take_parameters_in_the_recipe(tiny_recipe, tmp_path):
 def test_a_corrupt_image_mid_run_saves_progress_and_says_how_to_resume(tmp_path, workers):
     data = tmp_path / "data" / "train"
     data.mkdir(parents=True)
-    for i in range(1, 4):
+    for i in range(1, 5):
         (data / f"{i}.jpg").write_bytes((SAMPLE / "train" / f"{i}.jpg").read_bytes())
-    (data / "4.jpg").write_bytes((SAMPLE / "train" / "4.jpg").read_bytes()[:300])  # truncated
     recipe = tmp_path / "r.toml"
     recipe.write_text(TINY.format(out=tmp_path / "runs", root=tmp_path / "data"))
+    trainer = start_run(resolved(recipe, f"data.num_workers={workers}"), get_host(), show_progress=False)
+    # Damaged after the start-of-run scan passed it (a failing disk, a sync tool): found mid-run.
+    (data / "4.jpg").write_bytes((SAMPLE / "train" / "4.jpg").read_bytes()[:300])
     with pytest.raises(DataError) as caught:
-        train(recipe, f"data.num_workers={workers}")
+        trainer.run()
     message = str(caught.value)
     assert "4.jpg" in message and "--resume" in message and "Traceback" not in message
     state = load_checkpoint(tmp_path / "runs" / "tiny")

@@ -29,8 +29,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from i2i import hookimpl
+from i2i.datascan import LARGE_PIXELS, ItemProblem, ScanResult, image_header
 from i2i.errors import DataError, suggest
 from i2i.schema import CheckContext, Range, recipe_check
+from i2i.speed.device_data import Geometry
 from i2i_pix2pix.palettes import Palette, get_palette
 
 Direction = Literal["AtoB", "BtoA"]
@@ -109,7 +111,10 @@ def _decode_png16(path: Path) -> Tensor:
 
 
 def _read_with_pil(path: Path) -> Tensor:
-    with Image.open(path) as img:
+    with warnings.catch_warnings():  # the start-of-run scan has said it in our words, once
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    with img:
         mode = img.mode
         if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
             # 16-bit greyscale (Pillow opens it as I;16 or I): full range is 0..65535.
@@ -264,6 +269,7 @@ class PairTransform:
         self.load_size = load_size
         self.crop_size = crop_size
         self.train = train
+        self.flip = flip
         self.crops = preprocess in ("resize_and_crop", "crop", "scale_width_and_crop")
         from torchvision.transforms import v2  # imported here: torchvision is slow to import
 
@@ -288,8 +294,8 @@ class PairTransform:
             return max(4, round(h / 4) * 4), max(4, round(w / 4) * 4)
         return h, w  # "crop"
 
-    def __call__(self, images: Sequence[Tensor], path: Path) -> list[Tensor]:
-        h, w = images[0].shape[-2:]
+    def check_size(self, h: int, w: int, path: Path) -> tuple[int, int]:
+        """The resize target of an h x w image; a DataError if it is smaller than the crop."""
         th, tw = self.target_size(h, w)
         if self.crops and (th < self.crop_size or tw < self.crop_size):
             raise DataError(
@@ -297,6 +303,31 @@ class PairTransform:
                 f"crop_size {self.crop_size} for preprocess={self.preprocess!r}. Lower crop_size, "
                 "or use preprocess='resize_and_crop'."
             )
+        return th, tw
+
+    def geometry(self, h: int, w: int) -> Geometry:
+        """The resize, crop and flip :meth:`__call__` would apply to an h x w image.
+
+        For the decoded cache (:mod:`i2i.speed.device_data`): the crop offsets and the flip are
+        drawn from torch's RNG with the same calls, in the same order, as ``transforms.v2``'s
+        RandomCrop and RandomHorizontalFlip draw them, so both paths jitter identically.
+        """
+        th, tw = self.target_size(h, w)
+        crop = None
+        if self.crops and (self.train or self.preprocess != "resize_and_crop"):
+            c = self.crop_size
+            if self.train:
+                top = int(torch.randint(0, th - c + 1, size=())) if th > c else 0
+                left = int(torch.randint(0, tw - c + 1, size=())) if tw > c else 0
+            else:  # CenterCrop's rounding
+                top, left = int(round((th - c) / 2.0)), int(round((tw - c) / 2.0))
+            crop = (top, left, c, c)
+        flip = bool(self.train and self.flip and bool(torch.rand(1) < 0.5))
+        return Geometry((th, tw), crop, flip)
+
+    def __call__(self, images: Sequence[Tensor], path: Path) -> list[Tensor]:
+        h, w = images[0].shape[-2:]
+        th, tw = self.check_size(h, w, path)
         from torchvision import tv_tensors
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms.v2 import functional as TF
@@ -400,6 +431,74 @@ class _ImageDataset(Dataset):
             return target
         return self.palette.one_hot(target[0]).mul_(2.0).sub_(1.0)
 
+    def item_files(self) -> list[tuple[Path, ...]]:
+        """The files each item is read from, in item order."""
+        raise NotImplementedError
+
+    def _keep(self, indices: set[int]) -> None:
+        raise NotImplementedError
+
+    def without(self, indices: set[int]) -> _ImageDataset:
+        """A copy of this dataset with the items at ``indices`` left out (for data.skip_bad)."""
+        import copy
+
+        clone = copy.copy(self)
+        clone._keep({i for i in range(len(self)) if i not in indices})
+        return clone
+
+    def check_sizes(self, files: tuple[Path, ...], sizes: list[tuple[int, int]]) -> str | None:
+        """A reason the item's files cannot be used together (None: fine); see the subclasses."""
+        return None
+
+    def scan(self) -> ScanResult:
+        """Header-check every file of the split (see :mod:`i2i.datascan`)."""
+        items = self.item_files()
+        result = ScanResult(items=len(items))
+        large = []
+        for index, files in enumerate(items):
+            sizes = []
+            for path in files:
+                size, reason = image_header(path)
+                if reason is not None:
+                    result.bad.append(ItemProblem(index, path, reason))
+                elif size is not None:
+                    sizes.append(size)
+                    result.sizes[size] += 1
+                    if size[0] * size[1] > LARGE_PIXELS:
+                        large.append((path, size))
+            if len(sizes) == len(files):
+                reason = self.check_sizes(files, sizes)
+                if reason is not None:
+                    result.bad.append(ItemProblem(index, files[0], reason))
+        if large:
+            path, (w, h) = large[0]
+            gb = w * h * 3 * 4 / 1e9
+            result.warnings.append(
+                f"{len(large)} image(s) of {self.split!r} are very large, e.g. {path} at {w}x{h} "
+                f"({w * h / 1e6:.0f} megapixels, about {gb:.1f} GB while it is decoded and resized). "
+                "They load, slowly; shrinking them once beforehand makes every epoch faster."
+            )
+        self._aspect_warning(result)
+        return result
+
+    def _aspect_warning(self, result: ScanResult) -> None:
+        pass
+
+    # -- the decoded cache (see i2i.speed.device_data) -----------------------------------------------
+    def decoded_cache_problem(self) -> str | None:
+        if self.palette is not None:
+            return "class-map targets (target_palette) are not supported by the decoded cache"
+        return None
+
+    def decoded(self, index: int) -> dict:
+        """A and B as read (before any resizing or jitter), for the decoded cache."""
+        a, b, path = self._pair(index)
+        self.transform.check_size(*a.shape[-2:], path)
+        return {"A": a, "B": b, "name": path.stem}
+
+    def geometry(self, height: int, width: int) -> Geometry:
+        return self.transform.geometry(height, width)
+
     def __repr__(self) -> str:
         palette = f", target_palette={self.palette.name!r}" if self.palette is not None else ""
         return (
@@ -419,7 +518,35 @@ class AlignedDataset(_ImageDataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def item_files(self) -> list[tuple[Path, ...]]:
+        return [(f,) for f in self.files]
+
+    def _keep(self, indices: set[int]) -> None:
+        self.files = [f for i, f in enumerate(self.files) if i in indices]
+
+    def check_sizes(self, files: tuple[Path, ...], sizes: list[tuple[int, int]]) -> str | None:
+        w, h = sizes[0]
+        if w % 2:
+            return f"is {w} pixels wide, an odd number, so it cannot be split into A|B halves"
+        return None
+
+    def _aspect_warning(self, result: ScanResult) -> None:
+        odd = [(w, h) for (w, h) in result.sizes if w != 2 * h]
+        if odd:
+            n = sum(result.sizes[s] for s in odd)
+            w, h = odd[0]
+            result.warnings.append(
+                f"{n} of {result.items} aligned images of {self.split!r} are not twice as wide as "
+                f"high (e.g. {w}x{h}): each file should hold A and B side by side, same size. "
+                "If they are single images, use the paired_folders or single dataset instead."
+            )
+
     def __getitem__(self, index: int) -> dict:
+        a, b, path = self._pair(index)
+        a, b = self.transform([a, b], path)
+        return {"A": a, "B": self.finish_target(b), "name": path.stem}
+
+    def _pair(self, index: int) -> tuple[Tensor, Tensor, Path]:
         path = self.files[index]
         ab = read_image(path)
         w = ab.shape[-1]
@@ -432,9 +559,7 @@ class AlignedDataset(_ImageDataset):
         left, right = ab[..., : w // 2], ab[..., w // 2 :]
         src, dst = (left, right) if self.direction == "AtoB" else (right, left)
         a = to_channels(src, self.input_nc, path, "input_nc")
-        b = self.prepare_target(dst, path)
-        a, b = self.transform([a, b], path)
-        return {"A": a, "B": self.finish_target(b), "name": path.stem}
+        return a, self.prepare_target(dst, path), path
 
 
 class PairedFoldersDataset(_ImageDataset):
@@ -448,7 +573,24 @@ class PairedFoldersDataset(_ImageDataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def item_files(self) -> list[tuple[Path, ...]]:
+        return list(self.pairs)
+
+    def _keep(self, indices: set[int]) -> None:
+        self.pairs = [p for i, p in enumerate(self.pairs) if i in indices]
+
+    def check_sizes(self, files: tuple[Path, ...], sizes: list[tuple[int, int]]) -> str | None:
+        if sizes[0] != sizes[1]:
+            (wa, ha), (wb, hb) = sizes
+            return f"is {wa}x{ha} but its partner {files[1]} is {wb}x{hb}; a pair must be pixel-aligned"
+        return None
+
     def __getitem__(self, index: int) -> dict:
+        a, b, path_a = self._pair(index)
+        a, b = self.transform([a, b], path_a)
+        return {"A": a, "B": self.finish_target(b), "name": path_a.stem}
+
+    def _pair(self, index: int) -> tuple[Tensor, Tensor, Path]:
         path_a, path_b = self.pairs[index]
         if self.direction == "BtoA":
             path_a, path_b = path_b, path_a
@@ -460,8 +602,7 @@ class PairedFoldersDataset(_ImageDataset):
                 f"{a.shape[-1]}x{a.shape[-2]} but {path_b} is {b.shape[-1]}x{b.shape[-2]} "
                 "(width x height). Both images of a pair must have the same size."
             )
-        a, b = self.transform([a, b], path_a)
-        return {"A": a, "B": self.finish_target(b), "name": path_a.stem}
+        return a, b, path_a
 
 
 class SingleDataset(_ImageDataset):
@@ -473,6 +614,12 @@ class SingleDataset(_ImageDataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def item_files(self) -> list[tuple[Path, ...]]:
+        return [(f,) for f in self.files]
+
+    def _keep(self, indices: set[int]) -> None:
+        self.files = [f for i, f in enumerate(self.files) if i in indices]
 
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]

@@ -1,0 +1,44 @@
+"""Output folders named by the user: created when missing, refused with a clear message when not usable."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+from i2i.errors import I2IError
+
+
+def output_folder(path: str | Path, what: str) -> Path:
+    """Create ``path`` (and its parents) as a folder to write into; ``what`` names the option.
+
+    An existing file at ``path`` (or at one of its parents), a folder that cannot be created and
+    one that cannot be written to are user errors, naming the option and the path.
+    """
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is" if blocker == path else f"lies inside {blocker}, which is"
+        raise I2IError(
+            f"{what} {path} {where} an existing file, not a folder: choose a folder to write into."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise I2IError(
+            f"{what} {path} cannot be created ({exc.strerror}): choose a folder you can write to."
+        ) from None
+    return path
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One sentence for an operating-system error met while reading or writing a user's file."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"The disk is full (while writing{where}). Free some space and run the command again."
+    if isinstance(exc, IsADirectoryError):
+        return f"{where.strip()} is a folder where i2i expects a file: move or delete it."
+    if isinstance(exc, NotADirectoryError):
+        return f"A file stands where i2i expects a folder ({where.strip()}): move or delete it."
+    if isinstance(exc, PermissionError):
+        return f"Permission denied for{where}: check who owns it."
+    return f"Could not use{where}: {exc.strerror or exc}."

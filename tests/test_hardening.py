@@ -1,0 +1,252 @@
+"""Careless and hostile input found in a trial on new data: each case is a clear error, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from test_training import SAMPLE, TINY, train
+
+from i2i.checkpoint import load_checkpoint, save_checkpoint
+from i2i.cli import main
+from i2i.errors import CheckpointError
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    """Exit code and stdout+stderr of ``i2i ARGS``."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("hard")
+    path = tmp / "tiny.toml"
+    path.write_text(TINY.format(out=tmp / "runs", root=SAMPLE))
+    _, result = train(path, "train.max_steps=1", "train.evaluate=false")
+    return result.run_dir
+
+
+@pytest.fixture
+def recipe(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(out=tmp_path / "runs", root=SAMPLE))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLE / "test" / sorted(os.listdir(SAMPLE / "test"))[0], folder / "a.jpg")
+    return folder
+
+
+def bad_data(tmp_path: Path) -> Path:
+    """The sample's pairs plus an empty, a truncated and a non-image file in train/."""
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLE, root, ignore=shutil.ignore_patterns("*.md"))
+    first = sorted((root / "train").glob("*.jpg"))[0]
+    (root / "train" / "zz_empty.jpg").write_bytes(b"")
+    (root / "train" / "zz_cut.jpg").write_bytes(first.read_bytes()[:2000])
+    (root / "train" / "zz_text.png").write_text("not an image")
+    return root
+
+
+# -- output paths that are files, sizes that cannot work --------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("translate", "{run}", "{inputs}", "{file}"),
+        ("export", "{run}", "--out-dir", "{file}", "--format", "torchscript"),
+        ("eval", "{run}", "--out-dir", "{file}"),
+    ],
+)
+def test_an_output_path_that_is_a_file_is_a_clear_error(args, run_dir, inputs, tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine")
+    code, text = cli(capsys, *(a.format(run=run_dir, inputs=inputs, file=blocker) for a in args))
+    assert code == 1 and "existing file" in text and str(blocker) in text
+    assert blocker.read_text() == "mine"
+
+
+def test_output_dir_that_is_a_file_stops_the_run_cleanly(recipe, tmp_path, capsys):
+    blocker = tmp_path / "runs_file"
+    blocker.write_text("")
+    code, text = cli(capsys, "run", str(recipe), "--set", f"experiment.output_dir={blocker}", "--no-progress")
+    assert code == 1 and "experiment.output_dir" in text and "is a file" in text
+
+
+def test_a_run_that_fails_on_its_data_leaves_no_empty_output_dir(recipe, tmp_path, capsys):
+    out = tmp_path / "fresh" / "runs"
+    code, text = cli(
+        capsys, "run", str(recipe), "--set", f"experiment.output_dir={out}", "--set", "data.root=/nowhere"
+    )
+    assert code == 1 and "/nowhere" in text
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_export_size_zero_names_the_multiple(run_dir, tmp_path, capsys):
+    code, text = cli(capsys, "export", str(run_dir), "--size", "0", "--out-dir", str(tmp_path / "x"))
+    assert code == 1 and "--size 0" in text and "multiple of 32" in text
+
+
+def test_resume_given_a_checkpoint_file_names_the_run_directory(run_dir, capsys):
+    code, text = cli(capsys, "run", "--resume", str(run_dir / "checkpoints" / "latest.pt"))
+    assert code == 1 and f"i2i run --resume {run_dir}" in text
+
+
+def test_a_checkpoint_whose_recipe_is_not_a_table_is_refused(run_dir, tmp_path, capsys):
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    state["recipe"] = [1, 2, 3]
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="stored recipe is not a table"):
+        load_checkpoint(bad)
+    code, text = cli(capsys, "translate", str(bad), str(run_dir), str(tmp_path / "o"))
+    assert code == 1 and "stored recipe" in text
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint({"step": 1}, tmp_path / "latest.pt")
+
+    def full(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file"
+        )
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match="disk is probably full.*previous latest.pt is unchanged"):
+        save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left
+
+
+def test_a_log_that_is_a_folder_is_a_clear_error(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "log.jsonl").unlink()
+    (copy / "log.jsonl").mkdir()
+    code, text = cli(capsys, "run", "--resume", str(copy), "--set", "train.max_steps=2", "--no-progress")
+    assert code == 1 and "log.jsonl is a folder" in text
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_pipes_never_block(run_dir, inputs, tmp_path, capsys):
+    fifo = tmp_path / "recipe.toml"
+    os.mkfifo(fifo)
+    code, text = cli(capsys, "validate", str(fifo))
+    assert code == 1 and "not a regular file" in text
+    os.mkfifo(inputs / "pipe.png")
+    code, text = cli(capsys, "translate", str(run_dir), str(inputs), str(tmp_path / "out"))
+    assert code == 0 and "Translated 1 images" in text and "pipe.png" in text
+
+
+def test_decompression_bombs_and_very_large_images_in_translate(run_dir, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.new("RGB", (64, 32)).save(folder / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)  # 2048 pixels: a warning, not a refusal
+    code, text = cli(capsys, "translate", str(run_dir), str(folder), str(tmp_path / "o1"))
+    assert code == 0 and "very large" in text and "64x32" in text
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # over twice the limit: Pillow refuses
+    code, text = cli(capsys, "translate", str(run_dir), str(folder), str(tmp_path / "o2"))
+    assert code == 1 and "decompression bomb" in text and "big.png" in text
+
+
+# -- the data scan at the start of a run -------------------------------------------------------------
+def test_bad_files_are_all_reported_before_training(recipe, tmp_path, capsys):
+    root = bad_data(tmp_path)
+    code, text = cli(
+        capsys,
+        "run",
+        str(recipe),
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "data.max_items=100",
+        "--no-progress",
+    )
+    assert code == 1 and "3 of 43 items" in text
+    for name in ("zz_empty.jpg", "zz_cut.jpg", "zz_text.png"):
+        assert name in text
+    assert "data.skip_bad" in text and "Run directory" not in text
+
+
+def test_skip_bad_trains_on_the_rest_and_says_how_many(recipe, tmp_path, capsys):
+    root = bad_data(tmp_path)
+    code, text = cli(
+        capsys,
+        "run",
+        str(recipe),
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "data.max_items=100",
+        "--set",
+        "data.skip_bad=true",
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "train.evaluate=false",
+        "--no-progress",
+    )
+    assert code == 0, text
+    assert "left out 3 of 43 items" in " ".join(text.split())
+
+
+def test_data_verify_checks_any_recipe(recipe, tmp_path, capsys):
+    root = bad_data(tmp_path)
+    Image.new("RGB", (300, 256)).save(root / "test" / "single.png")
+    code, text = cli(
+        capsys,
+        "data",
+        "verify",
+        str(recipe),
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "data.max_items=100",
+        "--json",
+    )
+    assert code == 1
+    payload = json.loads(text[: text.rindex("}") + 1])
+    train_split, test_split = payload["splits"]
+    assert train_split["items"] == 43 and len(train_split["bad"]) == 3
+    assert train_split["sizes"] == {"512x256": 40}
+    assert test_split["bad"] == [] and "not twice as wide" in test_split["warnings"][0]
+    code, text = cli(capsys, "data", "verify", str(recipe))
+    assert code == 0 and "train" in text and "512x256: 4" in text
+    code, text = cli(capsys, "data", "verify", str(recipe), "--set", "data.root=/nowhere")
+    assert code == 1 and "/nowhere" in text
+
+
+# -- translate hints ------------------------------------------------------------------------------------
+def test_translate_hints_at_pairs_and_at_squashing(run_dir, inputs, tmp_path, capsys):
+    code, text = cli(capsys, "translate", str(run_dir), str(inputs), str(tmp_path / "o1"))
+    assert code == 0 and "--aligned" in text
+    code, text = cli(capsys, "translate", str(run_dir), str(inputs), str(tmp_path / "o2"), "--size", "32")
+    assert code == 0 and "not square" in text and "--aligned" in text
+    code, text = cli(capsys, "translate", str(run_dir), str(inputs), str(tmp_path / "o3"), "--aligned")
+    assert code == 0 and "--aligned" not in text.replace("Translated", "")
+
+
+def test_eval_out_dir_holds_only_this_evaluations_images(run_dir, tmp_path, capsys):
+    out = tmp_path / "ev"
+    stale = out / "eval" / "images" / "old.png"
+    stale.parent.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(stale)
+    code, _ = cli(capsys, "eval", str(run_dir), "--out-dir", str(out), "--max-items", "2")
+    assert code == 0 and not stale.exists()
+    assert len(list(stale.parent.glob("*.png"))) == 2
