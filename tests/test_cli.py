@@ -114,7 +114,9 @@ def test_list_plugins_json():
     }
     assert by_name["loss", "latent_spread"]["package"] == "i2i-example-plugin"
     assert by_name["generator", "noise_encoder_decoder"]["plugin"] == "example"
-    assert {"dataset", "discriminator", "generator", "loss", "metric", "sampler"} == {k for k, _ in by_name}
+    kinds = {"dataset", "discriminator", "generator", "loss", "metric", "sampler", "palette"}
+    assert kinds == {k for k, _ in by_name}
+    assert by_name["palette", "cmp_facades"]["plugin"] == "pix2pix-palettes"
 
 
 class _Broken:
