@@ -18,6 +18,7 @@ import torch
 
 from i2i.errors import I2IError
 from i2i.palette import Palette
+from i2i.sampling import dropout_layers, latent_dim
 from i2i.serve.labels import blank, hex_colour, snap
 from i2i.serve.model import MAX_SAMPLES, PLAIN, ServedModel, as_tensor, to_array
 from i2i.translate import read_input
@@ -88,7 +89,7 @@ def build_app(
     else:
         brush = gr.Brush(color_mode="defaults")
     choices = [(model.describe(name), name) for name in model.samplers]
-    stochastic = [n for n in model.samplers if n not in (PLAIN, "deterministic")]
+    stochastic = latent_dim(model.generator) > 0 or bool(dropout_layers(model.generator))
 
     def translate(value: Any, sampler: str, count: float, seed: float, snapping: bool):
         composite = value.get("composite") if isinstance(value, dict) else None
@@ -98,7 +99,8 @@ def build_app(
             image = np.asarray(composite)
             if snapping and palette is not None and image.ndim == 3 and image.shape[2] >= 3:
                 image = snap(image[..., :3], palette)
-            answer = model.answer(as_tensor(image, model.input_nc), sampler, int(count), int(seed))
+            seed = model.seed if seed is None else int(seed)  # an emptied field: the recipe's seed
+            answer = model.answer(as_tensor(image, model.input_nc), sampler, int(count or 1), seed)
         except I2IError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), f"**Not translated:** {exc}"
