@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,8 +163,6 @@ def build_model(
     return Model(generator, discriminator, losses, input_nc, output_nc)
 
 
-
-
 def make_adam(params, optim: dict[str, Any], lr: float, device: torch.device) -> torch.optim.Adam:
     """Adam with the recipe's betas; the fused kernel when ``optim.fused`` and the device has one."""
     kwargs = dict(lr=lr, betas=(optim["beta1"], optim["beta2"]), weight_decay=optim["weight_decay"])
@@ -280,3 +279,42 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
         notes=notes,
         speed=speed,
     )
+
+
+def describe_plan(recipe: Recipe, host: PluginHost) -> list[str]:
+    """What a run of ``recipe`` will do, in numbers: training steps and the evaluation's size.
+
+    Builds the datasets (which lists their files) but no network; a split that cannot be built
+    is described by its error instead.
+    """
+    train, data, evaluation = recipe["train"], recipe["data"], recipe["eval"]
+    lines = []
+    try:
+        items = len(build_dataset(recipe, host, "train"))
+    except DataError as exc:
+        return [f"Training data: {exc}"]
+    per_epoch = math.ceil(items / data["batch_size"])
+    epochs = train["epochs"] + train["epochs_decay"]
+    steps = epochs * per_epoch
+    capped = ""
+    if 0 < train["max_steps"] < steps:
+        capped = f", capped at train.max_steps: {train['max_steps']:,} steps in all"
+    lines.append(
+        f"Training: {items:,} items, batch {data['batch_size']}, {per_epoch:,} steps per epoch x {epochs} "
+        f"epochs = {steps:,} steps{capped}."
+    )
+    if train["evaluate"]:
+        split = evaluation["split"]
+        try:
+            n = len(build_dataset(recipe, host, split))
+        except DataError:
+            lines.append(f"Evaluation: no {split!r} split found; the run will end without one.")
+        else:
+            if evaluation["max_items"] > 0:
+                n = min(n, evaluation["max_items"])
+            modes = evaluation["modes"]
+            lines.append(
+                f"Evaluation: {n:,} images of {split!r} in {len(modes)} mode(s) ({', '.join(modes)}), "
+                f"{n * len(modes):,} translations."
+            )
+    return lines

@@ -54,8 +54,12 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything that is not one."""
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything that is not one.
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the recipe or the
+    counters are wanted.
+    """
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "latest.pt", path / "latest.pt"):
@@ -69,7 +73,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln]
         if not lines:  # no forbidden object named: a damaged file

@@ -23,8 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: typer's rich help labels every flag <bool>
 )
-data_app = typer.Typer(help="Get and check datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Get and check datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 out = Console()
@@ -32,7 +33,12 @@ err = Console(stderr=True)
 
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a recipe value: section.key=value (repeatable)."),
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="SECTION.KEY=VALUE",
+        help="Override a recipe value (repeatable), e.g. train.epochs=5.",
+    ),
 ]
 
 
@@ -132,11 +138,16 @@ def validate(
             soft_wrap=True,
         )
         return
-    resolved, _ = _resolve(recipe, set_)
+    resolved, host = _resolve(recipe, set_)
     if show:
         out.print(escape(dumps(resolved)))
     out.print(f"[green]{escape(str(recipe))} is valid.[/green]")
     root = resolved["data"].get("root")
+    if not (isinstance(root, str) and not Path(root).exists()):
+        from i2i.build import describe_plan
+
+        for line in describe_plan(resolved, host):
+            out.print(escape(line), soft_wrap=True)
     if isinstance(root, str) and not Path(root).exists():
         out.print(
             f"[yellow]Note: data.root {escape(root)!r} does not exist "
@@ -153,7 +164,9 @@ def run(
     ] = None,
     set_: SetOption = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this run directory.")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bar; a plain line every train.log_every steps.")
+    ] = False,
     nproc: Annotated[
         int,
         typer.Option(
@@ -204,8 +217,20 @@ def run(
         processes = f", {world.size} processes" if world.distributed else ""
         err.print(
             f"Run directory: [bold]{escape(str(trainer.run_dir))}[/bold] "
-            f"(device {trainer.device}{processes}, {trainer.total_steps()} steps)"
+            f"(device {trainer.device}{processes}, {trainer.total_steps():,} steps)"
         )
+        if resume is None and resolved["train"]["evaluate"]:
+            from i2i.build import describe_plan
+
+            for line in describe_plan(resolved, host)[1:]:  # the evaluation's size, up front
+                err.print(escape(line), soft_wrap=True, highlight=False)
+        if resume is not None and trainer.step >= trainer.total_steps():
+            err.print(
+                f"[yellow]This run is already complete (step {trainer.step:,} of {trainer.total_steps():,}): "
+                "nothing is trained; it is evaluated again and its report rewritten. To train longer, "
+                "raise train.epochs or train.max_steps with --set.[/yellow]",
+                soft_wrap=True,
+            )
     result = trainer.run()
     distributed.shutdown()  # the last collective is behind us; rank 0 evaluates alone (docs/training.md)
     if not world.is_main:
@@ -375,9 +400,14 @@ def export(
     from i2i.export import export_generator
 
     wanted = ["torchscript", "onnx"] if formats == "both" else [f.strip() for f in formats.split(",")]
-    exported = export_generator(checkpoint, _host(), wanted, out_dir=out_dir, size=size, half=half)
+    missing: list[str] | None = [] if formats == "both" else None  # "both": what is installed
+    exported = export_generator(
+        checkpoint, _host(), wanted, out_dir=out_dir, size=size, half=half, missing=missing
+    )
     for path, diff in exported:
-        out.print(f"Wrote {escape(str(path))} (max difference to PyTorch: {diff:.2e})")
+        out.print(f"Wrote {escape(str(path))} (max difference to PyTorch: {diff:.2e})", soft_wrap=True)
+    for note in missing or []:
+        out.print(f"[yellow]{escape(note)}[/yellow]")
 
 
 @app.command()

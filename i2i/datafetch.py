@@ -274,8 +274,10 @@ def fetch_dataset(
             "complete copy of the dataset. Move or delete it, or choose another destination."
         )
 
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-download-", dir=dest.parent))
+    fetched = False
     try:
         archive = staging / f"{name}.tar.gz"
         _download(url, archive, timeout, info, dest, progress)
@@ -286,6 +288,13 @@ def fetch_dataset(
         if dest.is_dir():
             dest.rmdir()  # empty, checked above
         shutil.move(os.fspath(folder), os.fspath(dest))
+        fetched = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not fetched:  # leave no empty datasets/ folder behind
+            for folder in created:  # innermost first
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return dest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -38,11 +39,14 @@ def export_generator(
     size: int = 256,
     tolerance: float = 1e-3,
     half: bool = False,
+    missing: list[str] | None = None,
 ) -> list[tuple[Path, float]]:
     """Write the generator (eval mode) in each format; returns (path, max abs difference).
 
     ``half`` stores the safetensors weights in fp16 (half the size); its check then allows the
-    rounding that brings, 1 % of the output's range.
+    rounding that brings, 1 % of the output's range. With a ``missing`` list, a format whose
+    optional extra is not installed is noted there (one sentence naming the extra) and skipped;
+    without one, it is an error.
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -73,7 +77,10 @@ def export_generator(
         diff = (torch.jit.load(str(path))(*inputs) - expected).abs().max().item()
         results.append((path, _check(path, diff, tolerance)))
     if "onnx" in formats:
-        results.append(_export_onnx(module, inputs, expected, out_dir, latent, tolerance))
+        if missing is not None and importlib.util.find_spec("onnxruntime") is None:
+            missing.append("ONNX was not written: it needs the optional extra, pip install 'i2i[onnx]'.")
+        else:
+            results.append(_export_onnx(module, inputs, expected, out_dir, latent, tolerance))
     if "safetensors" in formats:
         from i2i.weights import load_generator, save_generator
 

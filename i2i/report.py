@@ -39,6 +39,7 @@ img { max-width: 100%; }
 .samples img, .gallery img { image-rendering: pixelated; }
 .samples figure { display: inline-block; margin: 0.4em; vertical-align: top; }
 .muted { color: #777; }
+.warning { background: #fff4d6; border-left: 4px solid #e0a100; padding: .4em .8em; }
 """
 
 
@@ -388,6 +389,45 @@ def _progress_section(entries: list[dict]) -> str:
     return f"<p>{text}</p>"
 
 
+def _stored_recipe(run_dir: Path) -> dict[str, Any] | None:
+    """The recipe inside ``checkpoints/latest.pt``: what actually ran (None when unreadable)."""
+    from i2i.checkpoint import load_checkpoint
+    from i2i.errors import CheckpointError
+
+    path = run_dir / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path, mmap=True)["recipe"]
+    except (CheckpointError, KeyError):
+        return None
+
+
+def _recipe_section(run_dir: Path, recipe_text: str) -> str:
+    """The run's recipe, taken from its checkpoint when ``recipe.toml`` was edited after the run."""
+    from i2i.recipe import dumps
+
+    stored = _stored_recipe(run_dir)
+    try:
+        on_disk = tomllib.loads(recipe_text) if recipe_text else None
+    except tomllib.TOMLDecodeError:
+        on_disk = None
+    if stored is not None:
+        stored = tomllib.loads(dumps(stored))  # as TOML holds it (no None values, lists not tuples)
+    if stored is None or on_disk == stored:
+        if not recipe_text:
+            return '<p class="muted">No recipe.toml.</p>'
+        return f"<pre>{_e(recipe_text)}</pre>"
+    sections = sorted(set(stored) | set(on_disk or {}))
+    changed = [s for s in sections if (on_disk or {}).get(s) != stored.get(s)]
+    note = (
+        f"recipe.toml in the run directory differs from the recipe stored in the checkpoint "
+        f"(section(s) {', '.join(changed)}): it was edited after the run. Shown: the stored recipe, "
+        "which is what was trained."
+    )
+    return f'<p class="warning">{_e(note)}</p><pre>{_e(dumps(stored))}</pre>'
+
+
 def write_index(run_dir: str | Path) -> Path:
     """Write ``run_dir/index.html`` (regenerating ``loss_curves.png`` from ``log.jsonl``)."""
     run_dir = Path(run_dir)
@@ -402,7 +442,7 @@ def write_index(run_dir: str | Path) -> Path:
         curves_html = f'<img src="{_href(LOSS_CURVES)}" alt="loss curves">'
     else:
         curves_html = '<p class="muted">No losses logged yet.</p>'
-    recipe_html = f"<pre>{_e(recipe_text)}</pre>" if recipe_text else '<p class="muted">No recipe.toml.</p>'
+    recipe_html = _recipe_section(run_dir, recipe_text)
     body = "\n".join(
         [
             f"<h1>{_e(name)}</h1>",

@@ -6,6 +6,7 @@ weighted sum of the losses' generator terms. Losses decide how D is fed (see :mo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -23,14 +24,6 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from i2i import __version__, distributed
 from i2i.build import Model, build_dataset, build_metrics, build_training, describe_split, loss_parameters
@@ -40,6 +33,7 @@ from i2i.errors import CheckpointError, DataError, I2IError, TrainingDiverged
 from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
 from i2i.plugins import PluginHost
+from i2i.progress import TrainingProgress
 from i2i.recipe import Recipe, dumps, resolve
 from i2i.rundir import RunLock, forget_after, new_run_dir, plugins_used, remove_new_run_dir
 from i2i.sampling import generate
@@ -434,36 +428,26 @@ class Trainer:
         cfg = self.train_cfg
         sums = self._pending_log  # losses since the last log line (kept across a resume)
         start = self._session_start = time.perf_counter()
-        first_step = self.step
         save_every_s = 60 * cfg["checkpoint_minutes"]
         self._saved = (self._saved[0], start)
         last: dict[str, float] = {}
         shown = ""
-        progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[losses]}"),
-            console=self.console,
-            disable=not self.show_progress,
+        progress = TrainingProgress(
+            self.console,
+            total_steps=total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            every=cfg["log_every"],
+            show=self.show_progress,
         )
+        if not self.world.is_main:
+            progress = contextlib.nullcontext(progress)  # one report, from rank 0
         for net in (self.model.generator, self.model.discriminator):
             if net is not None:
                 net.train()
         log_file = log_path if self.world.is_main else Path(os.devnull)  # rank 0 writes the log
         with self._graceful_stop(), progress, log_file.open("a", encoding="utf-8") as log:
-            task = progress.add_task(
-                "train",
-                total=total_steps,
-                completed=self.step,
-                epoch=self.epoch + 1,
-                epochs=self.total_epochs,
-                rate="",
-                losses="",
-            )
+            if self.world.is_main:
+                progress.start(self.step, self.epoch)
             while self.epoch < self.total_epochs and self.step < total_steps and not self._stop_requested:
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.loader.batch_size)
                 for batch in self._batches():
@@ -479,7 +463,6 @@ class Trainer:
                         self._epoch_loss[0] = self._epoch_loss[0] + logs["G_total"]
                         self._epoch_loss[1] += 1
                     now = time.perf_counter()
-                    rate = (self.step - first_step) / max(now - start, 1e-9)
                     if self.step % cfg["log_every"] == 0 or self.step == total_steps:
                         n = sums.pop("_steps", 0)
                         last = {k: float(v) / n for k, v in sums.items()} if n else {}
@@ -497,9 +480,8 @@ class Trainer:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples(writer)
-                    progress.update(
-                        task, advance=1, epoch=self.epoch + 1, rate=f"{rate:.2f} it/s", losses=shown
-                    )
+                    if self.world.is_main:
+                        progress.update(self.step, self.epoch, shown)
                     if self.step >= total_steps or self._stop_requested:
                         break
                 if self.batch_in_epoch >= self.steps_per_epoch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,120 @@ def test_eval_out_dir_holds_only_this_evaluations_images(run_dir, tmp_path, caps
     code, _ = cli(capsys, "eval", str(run_dir), "--out-dir", str(out), "--max-items", "2")
     assert code == 0 and not stale.exists()
     assert len(list(stale.parent.glob("*.png"))) == 2
+
+
+# -- what a run will take, and what it says while it runs ----------------------------------------------
+def test_validate_says_how_long_a_run_is_and_how_big_its_evaluation(recipe, capsys):
+    code, text = cli(capsys, "validate", str(recipe))
+    text = " ".join(text.split())
+    assert code == 0
+    assert "4 items, batch 1, 4 steps per epoch x 4 epochs = 16 steps." in text
+    assert "Evaluation: 3 images of 'test' in 1 mode(s) (eval), 3 translations." in text
+    code, text = cli(capsys, "validate", str(recipe), "--set", "train.max_steps=5")
+    assert "capped at train.max_steps: 5 steps in all" in " ".join(text.split())
+
+
+def test_without_a_terminal_progress_is_plain_lines_and_epochs_fit_the_cap(recipe, capsys):
+    code, text = cli(
+        capsys,
+        "run",
+        str(recipe),
+        "--set",
+        "train.max_steps=3",
+        "--set",
+        "train.log_every=2",
+        "--no-progress",
+    )
+    assert code == 0
+    lines = [ln for ln in text.splitlines() if ln.startswith("step ")]
+    assert [ln.split(" (")[0] for ln in lines] == ["step 2/3", "step 3/3"]
+    assert all("epoch 1/1" in ln and "it/s" in ln and "G_l1=" in ln for ln in lines)  # not "epoch 1/4"
+    assert "Evaluation: 3 images" in text  # the evaluation's size, before training starts
+
+
+def test_the_first_steps_give_an_estimate_of_the_run_length(recipe, capsys, monkeypatch):
+    import i2i.progress
+
+    monkeypatch.setattr(i2i.progress, "ESTIMATE_AFTER_STEPS", 3)
+    code, text = cli(capsys, "run", str(recipe), "--set", "train.max_steps=6", "--no-progress")
+    assert code == 0
+    assert "s per step over the first 3 steps: the remaining 3 steps take about" in " ".join(text.split())
+
+
+def test_resuming_a_finished_run_says_so(run_dir, tmp_path, capsys):
+    copy = tmp_path / "done"
+    shutil.copytree(run_dir, copy)
+    code, text = cli(capsys, "run", "--resume", str(copy), "--no-progress")
+    text = " ".join(text.split())
+    assert code == 0 and "already complete (step 1 of 1)" in text and "step 2/" not in text
+
+
+def test_the_report_shows_the_recipe_that_ran(run_dir, tmp_path):
+    from i2i.report import write_index
+
+    copy = tmp_path / "edited"
+    shutil.copytree(run_dir, copy)
+    page = write_index(copy).read_text()
+    assert "edited after the run" not in page
+    recipe_file = copy / "recipe.toml"
+    recipe_file.write_text(recipe_file.read_text().replace("seed = 3", "seed = 99"))
+    page = write_index(copy).read_text()
+    assert "edited after the run" in page and "seed = 3" in page and "seed = 99" not in page
+
+
+# -- a fresh clone following the README ----------------------------------------------------------------
+def test_export_writes_what_is_installed_and_names_the_missing_extra(run_dir, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a)
+    )
+    code, text = cli(capsys, "export", str(run_dir), "--out-dir", str(tmp_path / "x"), "--size", "32")
+    assert code == 0 and "generator.torchscript.pt" in text and "i2i[onnx]" in text
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # importing it now fails, as when not installed
+    code, text = cli(capsys, "export", str(run_dir), "--format", "onnx", "--out-dir", str(tmp_path / "y"))
+    assert code == 1 and "i2i[onnx]" in text
+
+
+def test_a_failed_fetch_leaves_no_empty_folders(tmp_path, capsys):
+    dest = tmp_path / "datasets" / "facades"
+    code, text = cli(
+        capsys, "data", "fetch", "facades", "--dest", str(dest), "--url", "file:///nowhere.tar.gz"
+    )
+    assert code == 1 and not (tmp_path / "datasets").exists()
+
+
+def test_help_is_fast_and_plain():
+    import subprocess
+    import sys
+
+    probe = "import sys, i2i.cli; print('torch' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip()
+        == "False"
+    )
+    result = subprocess.run([sys.executable, "-m", "i2i", "run", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "<bool>" not in result.stdout
+    assert "--no-progress" in result.stdout and "plain line" in " ".join(result.stdout.split())
+
+
+def test_the_docs_data_tables_are_valid_recipes(capsys, tmp_path):
+    import re
+
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    base = tomllib.loads((repo / "recipes" / "facades_quick.toml").read_text())
+    for doc in ("samples/facades_mini/README.md", "docs/own-data.md"):
+        blocks = re.findall(r"```toml\n(.*?)```", (repo / doc).read_text(), re.S)
+        assert blocks, doc
+        for block in blocks:
+            table = tomllib.loads(block)
+            recipe = {**base, **table}
+            path = tmp_path / "r.toml"
+            import tomli_w
+
+            path.write_text(tomli_w.dumps(recipe))
+            code, text = cli(capsys, "validate", str(path))
+            assert code == 0, (doc, text)
