@@ -368,3 +368,64 @@ def test_the_docs_data_tables_are_valid_recipes(capsys, tmp_path):
             path.write_text(tomli_w.dumps(recipe))
             code, text = cli(capsys, "validate", str(path))
             assert code == 0, (doc, text)
+
+
+# -- real SIGKILLs -------------------------------------------------------------------------------------
+KILL_AFTER_STEPS = (5, 10, 15)  # kills once the log reaches these steps (epochs end at 4, 8, ...)
+
+
+def _losses(run: Path) -> dict[int, dict[str, float]]:
+    from i2i.report import read_log
+
+    return {
+        r["step"]: {k: v for k, v in r.items() if k[:2] in ("D_", "G_")} for r in read_log(run / "log.jsonl")
+    }
+
+
+def test_sigkill_at_any_moment_then_resume_matches_an_uninterrupted_run(recipe, tmp_path):
+    """SIGKILL (no handler runs) at several moments; each resume continues from the last
+    latest.pt, and the finished log equals an uninterrupted run's, step for step."""
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # latest.pt every ~0.1 s of training as well as every epoch: kills land between and during writes
+    sets = [
+        "--set",
+        "train.checkpoint_minutes=0.002",
+        "--set",
+        "train.evaluate=false",
+    ]
+    base = [sys.executable, "-m", "i2i", "run", "--no-progress"]
+    ref = subprocess.run(
+        [*base, str(recipe), *sets, "--set", "experiment.output_dir=ref"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+    )
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "runs" / "tiny"
+    log = run / "log.jsonl"
+    command = [*base, str(recipe), *sets]
+    for after in KILL_AFTER_STEPS:
+        proc = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            lines = log.read_text().splitlines() if log.exists() else []
+            if lines and f'"step": {after},' in lines[-1]:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert load_checkpoint(run)["step"] <= after  # the checkpoint always loads
+        command = [*base, "--resume", str(run)]  # the run's own recipe.toml, --set values included
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    got, want = _losses(run), _losses(tmp_path / "ref" / "tiny")
+    assert list(got) == list(range(1, 17)) == list(want)  # 4 epochs of 4 steps
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-6, abs=1e-7), step
