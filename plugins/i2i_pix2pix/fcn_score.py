@@ -60,14 +60,17 @@ class Segmenter:
         self.palette = get_palette(spec)
         self.size = int(recipe["data"].get("crop_size", 256))
         self.path = path
-        self._last: tuple[tuple, Tensor] | None = None
+        self._last: tuple[Tensor, int | None, Tensor] | None = None
 
     @torch.no_grad()
     def classes(self, photos: Tensor) -> Tensor:
         """Class indices (N, H, W) for photos (N, 3, H, W) in [0, 1], at the photos' size."""
-        key = (photos.data_ptr(), tuple(photos.shape), photos._version)
-        if self._last is not None and self._last[0] == key:  # the three scores share one pass
-            return self._last[1]
+        # The three scores share one pass. The cache holds the photos themselves, so no later tensor
+        # can reuse their address; inference tensors (evaluation runs in inference mode) have no
+        # version counter, and nothing changes them in place.
+        version = None if photos.is_inference() else photos._version
+        if self._last is not None and self._last[0] is photos and self._last[1] == version:
+            return self._last[2]
         height, width = photos.shape[-2:]
         x = photos.to(self.device) * 2 - 1
         if (height, width) != (self.size, self.size):
@@ -76,7 +79,7 @@ class Segmenter:
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear")
         result = logits.argmax(1).cpu()
-        self._last = (key, result)
+        self._last = (photos, version, result)
         return result
 
 
