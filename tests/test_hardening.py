@@ -429,3 +429,33 @@ def test_sigkill_at_any_moment_then_resume_matches_an_uninterrupted_run(recipe, 
     assert list(got) == list(range(1, 17)) == list(want)  # 4 epochs of 4 steps
     for step in want:
         assert got[step] == pytest.approx(want[step], rel=1e-6, abs=1e-7), step
+
+
+class _Payload:
+    """Unpickling this would create the file MARKER: proof that pickled code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("command", ["eval", "export", "translate", "resume", "eval-file"])
+def test_a_hostile_checkpoint_runs_no_code_on_any_path(command, run_dir, inputs, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    hostile_run = tmp_path / "hostile_run"
+    shutil.copytree(run_dir, hostile_run)
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    state["generator"]["payload"] = _Payload(marker)
+    torch.save(state, hostile_run / "checkpoints" / "latest.pt")
+    args = {
+        "eval": ["eval", str(hostile_run)],
+        "export": ["export", str(hostile_run), "--out-dir", str(tmp_path / "x")],
+        "translate": ["translate", str(hostile_run), str(inputs), str(tmp_path / "o")],
+        "resume": ["run", "--resume", str(hostile_run), "--no-progress"],
+        "eval-file": ["eval", str(hostile_run / "checkpoints" / "latest.pt")],
+    }[command]
+    code, text = cli(capsys, *args)
+    assert code == 1 and "arbitrary code" in " ".join(text.split())
+    assert not marker.exists()
