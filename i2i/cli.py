@@ -421,8 +421,8 @@ def bench(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Time training and inference of RECIPE here, each speed-up against the plain path."""
-    from i2i.speed.bench import bench as run_bench
-    from i2i.speed.bench import describe_extras, table
+    from i2i.bench import bench as run_bench
+    from i2i.bench import describe_extras, table
 
     resolved, _ = _resolve(recipe, set_)
     summary = run_bench(

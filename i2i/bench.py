@@ -216,7 +216,7 @@ def _max_rel_diff(a: list[dict[str, float]], b: list[dict[str, float]]) -> float
 def _child(recipe: dict[str, Any], variant: Variant, options: dict[str, Any]) -> dict[str, Any]:
     spec = json.dumps({"recipe": recipe, "variant": asdict(variant), "options": options})
     proc = subprocess.run(
-        [sys.executable, "-m", "i2i.speed.bench"], input=spec, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "i2i.bench"], input=spec, capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
