@@ -457,6 +457,9 @@ def serve(
     ] = None,
     canvas: Annotated[int, typer.Option(help="Side of the drawing canvas in pixels.")] = 256,
     device: Annotated[str | None, typer.Option()] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for the generator (default: PyTorch's, one per core).")
+    ] = None,
 ) -> None:
     """Open a local web page: draw a label map or upload an input and see the generator's answer.
 
@@ -474,6 +477,12 @@ def serve(
         raise I2IError(f"--port {port}: choose a port from 1 to 65535 (e.g. 7860).")
     if not 32 <= canvas <= 2048:
         raise I2IError(f"--canvas {canvas}: choose a side from 32 to 2048 pixels.")
+    if threads is not None:
+        if threads < 1:
+            raise I2IError(f"--threads {threads}: give at least 1.")
+        import torch
+
+        torch.set_num_threads(threads)  # on a busy CPU, fewer threads answer sooner
     plugins = _host()
     model = ServedModel(checkpoint, plugins, size=size, device=device)
     examples = model.examples()

@@ -311,9 +311,11 @@ def test_cli_refuses_what_is_not_a_generator_checkpoint(tmp_path, capsys):
         main(["serve", str(bogus)])
     assert done.value.code == 1
     assert "model.pt is not a readable checkpoint" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as done:
-        main(["serve", str(bogus), "--port", "70000"])
-    assert done.value.code == 1
+    for option, value in (("--port", "70000"), ("--threads", "0"), ("--canvas", "8")):
+        with pytest.raises(SystemExit) as done:
+            main(["serve", str(bogus), option, value])
+        assert done.value.code == 1
+        assert f"{option} {value}" in capsys.readouterr().err
 
 
 def test_palette_is_recognised_from_the_training_inputs(tmp_path):
