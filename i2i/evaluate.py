@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from i2i.build import build_dataset, build_generator, build_metrics, pick_device
 from i2i.checkpoint import load_checkpoint
 from i2i.errors import CheckpointError, I2IError
-from i2i.imaging import save_triplet_grid, to_unit
+from i2i.imaging import save_triplet_grid, to_pixels, to_unit
 from i2i.metrics import Metric
 from i2i.outputs import output_folder
 from i2i.plugins import PluginHost
@@ -166,22 +166,26 @@ class _ModeRun:
                 outputs.append(generate(self.G, inputs, z))
         return torch.cat(outputs).float().cpu()
 
-    def score(
-        self, names: list[str], inputs: torch.Tensor, fake: torch.Tensor, targets: torch.Tensor
-    ) -> None:
-        """Update the metrics with one batch and write its strips."""
-        out_u, tgt_u, in_u = to_unit(fake), to_unit(targets), to_unit(inputs)
+    def score(self, names: list[str], fake: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Update the metrics with one batch of outputs and write its strips.
+
+        ``batch`` holds what both modes share, computed once: inputs and targets in [0, 1] (``A``,
+        ``B``) and as 8-bit pixels (``A_px``, ``B_px``).
+        """
+        out_u = to_unit(fake)
         per_image: dict[str, list[float]] = {}
         for name, metric in self.metrics.items():
             if metric.needs_input:
-                values = metric.update(out_u, tgt_u, inputs=in_u)
+                values = metric.update(out_u, batch["B"], inputs=batch["A"])
             else:
-                values = metric.update(out_u, tgt_u)
+                values = metric.update(out_u, batch["B"])
             if metric.per_image:
                 per_image[name] = values
+        fake_px = to_pixels(fake)
         for i, item_name in enumerate(names):
             image = f"images/{item_name}.png"
-            save_triplet_grid([(inputs[i], fake[i], targets[i])], self.out_dir / image)
+            strip = [(batch["A_px"][i], fake_px[i], batch["B_px"][i])]
+            save_triplet_grid(strip, self.out_dir / image, compress_level=1)
             self.rows.append({"name": item_name, "image": image, **{k: v[i] for k, v in per_image.items()}})
 
     def report(self, count: int, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -277,8 +281,10 @@ def evaluate_modes(
                 )
             names = [unique_name(str(name), taken) for name in batch["name"]]
             A = batch["A"].to(device, non_blocking=True)
+            shared = {"A": to_unit(batch["A"]), "B": to_unit(batch["B"])}
+            shared.update(A_px=to_pixels(batch["A"]), B_px=to_pixels(batch["B"]))
             for run in modes:
-                run.score(names, batch["A"], run.translate(A, batch_size), batch["B"])
+                run.score(names, run.translate(A, batch_size), shared)
             bar.advance(task, len(names))
     return [run.report(n, extra) for run in modes]
 

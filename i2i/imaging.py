@@ -48,8 +48,16 @@ def to_signed(image: Tensor) -> Tensor:
     return image.to(torch.float32).clamp(0.0, 1.0).mul_(2.0).sub_(1.0).contiguous()
 
 
+def to_pixels(t: Tensor) -> Tensor:
+    """[-1, 1] → 8-bit pixels (uint8, any shape), rounded as :func:`to_pil` rounds.
+
+    Converting a whole batch at once spares evaluation a handful of tiny tensor operations per image.
+    """
+    return (to_unit(t.cpu()) * 255.0).round().to(torch.uint8)
+
+
 def to_pil(t: Tensor) -> Image.Image:
-    """One image (C, H, W) or (H, W) in [-1, 1] → PIL image.
+    """One image (C, H, W) or (H, W) in [-1, 1], or uint8 pixels from :func:`to_pixels` → PIL image.
 
     1 channel → "L"; 2 channels → the first one as "L"; 3 → "RGB"; 4 or more → the first three as
     "RGB". A leading batch dimension of size 1 is accepted.
@@ -64,7 +72,7 @@ def to_pil(t: Tensor) -> Image.Image:
     if channels == 0:
         raise ValueError("to_pil got an image with no channels")
     t = t[:1] if channels < 3 else t[:3]
-    pixels = (to_unit(t.cpu()) * 255.0).round().to(torch.uint8)
+    pixels = t.cpu() if t.dtype == torch.uint8 else to_pixels(t)
     if pixels.shape[0] == 1:
         return Image.fromarray(pixels[0].numpy())
     return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
@@ -114,14 +122,16 @@ def save_triplet_grid(
     rows: Sequence[Sequence[Tensor]],
     path: str | Path,
     labels: Sequence[str] | None = ("input", "output", "target"),
+    compress_level: int = 6,
 ) -> Path:
-    """Save rows of (input, output[, target, ...]) images in [-1, 1] as one PNG grid.
+    """Save rows of (input, output[, target, ...]) images in [-1, 1] (or uint8 pixels) as one PNG grid.
 
     Images may have different channel counts and sizes (each sits in a cell as large as the largest
     image). ``labels`` head the columns; ``None`` or ``()`` leaves the header out, e.g. for a
-    one-row strip.
+    one-row strip. ``compress_level`` is zlib's (0-9): evaluation writes one strip per image and
+    uses 1: about three times faster to write than 6, for files 3-10% larger.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid_image(rows, labels).save(path, format="PNG")
+    make_grid_image(rows, labels).save(path, format="PNG", compress_level=compress_level)
     return path
