@@ -149,6 +149,9 @@ class Trainer:
             seed,
             self.step,
         )
+        #: Set by the signal handler, never reset: this process was asked to stop.
+        self._signal_seen = False
+        #: What all processes agreed on (the same on every rank): stop after this step.
         self._stop_requested = False
         self.lock: RunLock | None = None  # set by start_run, released when run() ends
 
@@ -389,9 +392,9 @@ class Trainer:
         """First Ctrl-C (or SIGTERM) finishes the current step and saves; a second one aborts."""
 
         def handler(signum, frame):
-            if self._stop_requested:
+            if self._signal_seen:
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._signal_seen = True
             self.console.print(
                 "[yellow]Stopping after this step and saving a checkpoint "
                 "(press Ctrl-C again to abort without saving)...[/yellow]"
@@ -475,7 +478,9 @@ class Trainer:
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
                     save_due = save_every_s > 0 and now - self._saved[1] > save_every_s
                     # A stop (a signal to any rank) and the timer's save must happen on all ranks at once.
-                    self._stop_requested, save_due = self.world.agree(self._stop_requested, save_due)
+                    # The handler only sets _signal_seen: had it set _stop_requested, a signal landing
+                    # while agree() runs would be overwritten by the (older) agreed value and lost.
+                    self._stop_requested, save_due = self.world.agree(self._signal_seen, save_due)
                     if save_due:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:

@@ -209,7 +209,7 @@ def test_encoder_is_trained_saved_and_restored_exactly_on_resume(toy, tmp_path):
             def wrapped(batch):
                 logs = step(batch)
                 if trainer.step + 1 >= stop_at:
-                    trainer._stop_requested = True
+                    trainer._signal_seen = True
                 return logs
 
             trainer.train_step = wrapped

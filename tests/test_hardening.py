@@ -459,3 +459,27 @@ def test_a_hostile_checkpoint_runs_no_code_on_any_path(command, run_dir, inputs,
     code, text = cli(capsys, *args)
     assert code == 1 and "arbitrary code" in " ".join(text.split())
     assert not marker.exists()
+
+
+def test_a_signal_during_the_ranks_agreement_is_not_lost(recipe):
+    """With several processes the per-step stop flag goes through an all-reduce; a SIGTERM landing
+    while that runs used to be overwritten by the agreed (older) value, and the run went on."""
+    import signal
+
+    from test_training import resolved
+
+    from i2i.plugins import get_host
+    from i2i.training import start_run
+
+    trainer = start_run(resolved(recipe), get_host(), show_progress=False)
+    agree = trainer.world.agree
+
+    def agree_then_signal(*flags):
+        result = agree(*flags)
+        if trainer.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before agree() returns
+        return result
+
+    object.__setattr__(trainer.world, "agree", agree_then_signal)  # World is a frozen dataclass
+    result = trainer.run()
+    assert result.interrupted and result.step == 4  # seen at the next step's agreement

@@ -163,7 +163,7 @@ def stop_after(trainer, steps: int) -> None:
     def wrapped(batch):
         logs = step(batch)
         if trainer.step + 1 >= steps:
-            trainer._stop_requested = True
+            trainer._signal_seen = True
         return logs
 
     trainer.train_step = wrapped
@@ -689,7 +689,7 @@ def test_the_printed_resume_command_runs_as_printed(tiny_recipe, monkeypatch):
     def stopping(self, batch):
         logs = step(self, batch)
         if self.step + 1 >= 2:
-            self._stop_requested = True  # as the first Ctrl-C does
+            self._signal_seen = True  # as the first Ctrl-C does
         return logs
 
     monkeypatch.setattr(Trainer, "train_step", stopping)
