@@ -428,11 +428,14 @@ def bench(
     summary = run_bench(
         resolved, steps=steps, repeats=repeats, warmup=warmup, console=err, show_progress=not no_progress
     )
-    out.print(table(summary))
+    # Wide enough for every column even in a log file (without a terminal rich assumes 80).
+    out.print(table(summary), width=None if out.is_terminal else 180)
     for line in describe_extras(summary):
         out.print(escape(line), highlight=False)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
+        from i2i.outputs import output_folder
+
+        output_folder(json_path.parent, "The folder of --json")
         json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         out.print(f"Results: {escape(str(json_path))}")
 
