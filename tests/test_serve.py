@@ -207,6 +207,23 @@ def test_uploaded_facades_input_gives_what_i2i_translate_gives(server, run_dir, 
     assert np.array_equal(result, expected), status
 
 
+def test_rectangle_tool_fills_a_class_then_the_answer_follows(server, tmp_path):
+    _, client, _ = server
+    canvas = tmp_path / "canvas.png"
+    Image.fromarray(label_map()).save(canvas)
+    value, status = client.predict(editor(canvas), "window", 30, 5, 10, 20, api_name="/rectangle")
+    filled = np.array(Image.open(value["composite"] or value["background"]))[..., :3]
+    assert (filled[5:21, 10:31] == WINDOW).all() and "Filled window" in status
+    before = label_map()
+    outside = np.ones(before.shape[:2], bool)
+    outside[5:21, 10:31] = False
+    assert (filled[outside] == before[outside]).all()  # nothing else changed
+    rect = tmp_path / "rect.png"
+    Image.fromarray(filled).save(rect)
+    output, _, status = ask(client, rect, snapping=True)
+    assert output is not None, status
+
+
 def test_bad_uploads_are_messages_and_the_server_keeps_running(server, tmp_path):
     from gradio_client import handle_file
 

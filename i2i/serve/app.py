@@ -19,7 +19,7 @@ import torch
 from i2i.errors import I2IError
 from i2i.palette import Palette
 from i2i.sampling import dropout_layers, latent_dim
-from i2i.serve.labels import blank, hex_colour, snap
+from i2i.serve.labels import blank, fill_rectangle, hex_colour, snap
 from i2i.serve.model import MAX_SAMPLES, PLAIN, ServedModel, as_tensor, to_array
 from i2i.translate import read_input
 
@@ -138,6 +138,21 @@ def build_app(
             picture = np.repeat(picture[..., None], 3, axis=2)
         return editor_value(picture), " ".join(notes) or f"Loaded {Path(path).name}."
 
+    def draw_rectangle(value: Any, label: str, left: float, top: float, right: float, bottom: float):
+        composite = value.get("composite") if isinstance(value, dict) else None
+        if palette is None or composite is None:
+            return gr.skip(), "Rectangles need a palette (--palette) and a canvas."
+        if label not in palette.class_names:
+            return gr.skip(), f"Unknown class {label!r}; choose one of {', '.join(palette.class_names)}."
+        image = np.asarray(composite)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        colour = palette.colours[palette.class_names.index(label)].numpy()
+        filled = fill_rectangle(image, colour, left, top, right, bottom)
+        return editor_value(
+            filled
+        ), f"Filled {label} from ({left:.0f}, {top:.0f}) to ({right:.0f}, {bottom:.0f})."
+
     with gr.Blocks(title="i2i serve", analytics_enabled=False) as demo:
         gr.Markdown(
             f"### i2i serve: `{html.escape(model.path)}`\n"
@@ -162,6 +177,16 @@ def build_app(
                 with gr.Row():
                     clear = gr.Button("Clear to background", size="sm")
                     snapping = gr.Checkbox(value=palette is not None, label="Snap colours to the palette")
+                if palette is not None:
+                    with gr.Accordion("Rectangle (pixel corners on the canvas)", open=False):
+                        names = list(palette.class_names)
+                        rect_label = gr.Dropdown(names, value=names[min(1, len(names) - 1)], label="Class")
+                        with gr.Row():
+                            x0 = gr.Number(value=canvas // 4, precision=0, label="left")
+                            y0 = gr.Number(value=canvas // 4, precision=0, label="top")
+                            x1 = gr.Number(value=canvas // 2, precision=0, label="right")
+                            y1 = gr.Number(value=canvas // 2, precision=0, label="bottom")
+                        rectangle = gr.Button("Fill rectangle", size="sm")
                 upload = gr.File(label="Upload an input image", file_types=["image"], type="filepath")
             with gr.Column(scale=1):
                 output = gr.Image(
@@ -204,6 +229,10 @@ def build_app(
             )
         demo.load(translate, inputs, outputs, api_visibility="private")
         upload.upload(load_upload, upload, [editor, status], api_name="upload")
+        if palette is not None:
+            rectangle.click(
+                draw_rectangle, [editor, rect_label, x0, y0, x1, y1], [editor, status], api_name="rectangle"
+            )
         clear.click(
             lambda: editor_value(blank(palette, canvas, canvas)), None, editor, api_visibility="private"
         )

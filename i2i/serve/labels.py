@@ -76,3 +76,22 @@ def blank(palette: Palette | None, height: int, width: int) -> np.ndarray:
 
 def hex_colour(rgb: torch.Tensor) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in rgb)
+
+
+def fill_rectangle(
+    image: np.ndarray, colour: np.ndarray, left: float, top: float, right: float, bottom: float
+) -> np.ndarray:
+    """A copy of an RGB uint8 canvas (H, W, 3) with the rectangle between the two corners (pixel
+    coordinates, either order, clipped to the canvas, both edges included) filled with ``colour``.
+
+    Facades are mostly rectangles (windows, doors, balconies), which a brush draws badly.
+    """
+    h, w = image.shape[:2]
+    x0, x1 = sorted((int(round(left)), int(round(right))))
+    y0, y1 = sorted((int(round(top)), int(round(bottom))))
+    x0, y0 = max(0, x0), max(0, y0)
+    x1, y1 = min(w - 1, x1), min(h - 1, y1)
+    out = np.array(image[..., :3], dtype=np.uint8, copy=True)
+    if x0 <= x1 and y0 <= y1:
+        out[y0 : y1 + 1, x0 : x1 + 1] = np.asarray(colour, dtype=np.uint8)[:3]
+    return out
