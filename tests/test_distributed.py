@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import toy_recipe
 
 from i2i.checkpoint import load_checkpoint
 from i2i.distributed import ShardedSampler
@@ -23,55 +24,9 @@ from i2i.recipe import load_recipe, resolve
 from i2i.report import read_log
 from i2i.training import start_run
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "facades_mini"
-
 # 8 items: 4 steps per epoch for 2 processes x batch 1 and for 1 process x batch 2. A U-Net of
 # depth 5 on 32 px has no dropout level; U-Net and PatchGAN use batch norm, which is synchronised.
-RECIPE = """
-[experiment]
-name = "dist"
-seed = 5
-output_dir = "{out}"
-device = "cpu"
 
-[data]
-name = "aligned"
-root = "{root}"
-direction = "BtoA"
-load_size = 36
-crop_size = 32
-max_items = 8
-
-[generator]
-name = "unet"
-num_downs = 5
-ngf = 8
-
-[discriminator]
-name = "patchgan"
-ndf = 8
-n_layers = 2
-
-[[losses]]
-name = "cgan"
-
-[[losses]]
-name = "l1"
-weight = 100.0
-
-[train]
-epochs = 2
-epochs_decay = 0
-log_every = 1
-sample_every = 4
-num_samples = 2
-tensorboard = false
-evaluate = false
-
-[eval]
-max_items = 2
-"""
 
 #: Many epochs at a constant learning rate, so that a run is still going when it is signalled.
 LONG = ("--set", "train.epochs=50")
@@ -107,7 +62,13 @@ def assert_close(got: list[list[float]], expected: list[list[float]], rel: float
 def recipe(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("dist")
     path = tmp / "dist.toml"
-    path.write_text(RECIPE.format(out=tmp / "runs", root=SAMPLE))
+    toy_recipe(
+        path,
+        tmp / "runs",
+        experiment={"name": "dist", "seed": 5},
+        data={"max_items": 8},
+        train={"epochs": 2, "sample_every": 4, "num_samples": 2, "evaluate": False},
+    )
     return path
 
 

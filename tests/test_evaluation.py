@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import toy_recipe
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,41 +27,7 @@ from i2i.recipe import load_recipe, resolve
 from i2i.sampling import generate
 from i2i.training import start_run
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "facades_mini"
 ITEMS = EVAL_MODE_BATCH + 2  # one full eval-mode batch and a short one
-
-RECIPE = """
-[experiment]
-name = "evaltest"
-seed = 5
-output_dir = "{out}"
-device = "cpu"
-
-[data]
-name = "aligned"
-root = "{root}"
-direction = "BtoA"
-load_size = 64
-crop_size = 64
-
-[generator]
-name = "{generator}"
-num_downs = 6  # the innermost block has dropout from six downsamplings on
-ngf = 8
-dropout = true
-
-[[losses]]
-name = "l1"
-
-[train]
-max_steps = 2
-tensorboard = false
-evaluate = false
-
-[eval]
-max_items = {items}
-"""
 
 
 @pytest.fixture(scope="module", params=["unet", "unet_latent"])
@@ -68,7 +35,18 @@ def run_dir(request, tmp_path_factory) -> Path:
     """A trained run whose generator has dropout (and, for unet_latent, a latent code)."""
     tmp = tmp_path_factory.mktemp(request.param)
     path = tmp / "recipe.toml"
-    path.write_text(RECIPE.format(out=tmp / "runs", root=SAMPLE, generator=request.param, items=ITEMS))
+    toy_recipe(
+        path,
+        tmp / "runs",
+        experiment={"name": "evaltest", "seed": 5},
+        data={"load_size": 64, "crop_size": 64, "max_items": None},
+        # the innermost block has dropout from six downsamplings on
+        generator={"name": request.param, "num_downs": 6, "dropout": True},
+        discriminator=None,
+        losses=[{"name": "l1"}],
+        train={"max_steps": 2, "evaluate": False},
+        eval={"max_items": ITEMS},
+    )
     host = get_host()
     return start_run(resolve(load_recipe(path), host), host, show_progress=False).run().run_dir
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import toy_recipe
 from PIL import Image
 
 from i2i.cli import main
@@ -26,50 +27,6 @@ from i2i.serve.labels import choose_palette, snap
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"
-
-TINY = """
-[experiment]
-name = "serve"
-seed = 3
-output_dir = "{out}"
-device = "cpu"
-
-[data]
-name = "aligned"
-root = "{root}"
-direction = "BtoA"
-load_size = 72
-crop_size = 64
-max_items = 4
-
-[generator]
-name = "unet"
-num_downs = 6  # dropout sits in the innermost blocks, which need 6 levels
-ngf = 8
-dropout = true
-
-[discriminator]
-name = "patchgan"
-ndf = 8
-n_layers = 2
-
-[[losses]]
-name = "cgan"
-
-[[losses]]
-name = "l1"
-weight = 100.0
-
-[train]
-epochs = 1
-epochs_decay = 0
-max_steps = 2
-log_every = 1
-tensorboard = false
-
-[eval]
-max_items = 2
-"""
 
 BACKGROUND, FACADE, WINDOW, SHOP = (0, 0, 222), (1, 48, 254), (1, 127, 254), (174, 0, 1)
 
@@ -114,7 +71,14 @@ def translated(run: Path, image_file: Path, tmp: Path, size: int = 64) -> np.nda
 def run_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("serve")
     recipe = tmp / "tiny.toml"
-    recipe.write_text(TINY.format(out=tmp / "runs", root=SAMPLE))
+    toy_recipe(
+        recipe,
+        tmp / "runs",
+        experiment={"name": "serve"},
+        data={"load_size": 72, "crop_size": 64},
+        generator={"num_downs": 6, "dropout": True},  # dropout sits in the innermost blocks: 6 levels
+        train={"max_steps": 2},
+    )
     with pytest.raises(SystemExit) as done:
         main(["run", str(recipe), "--no-progress"])
     assert done.value.code in (0, None)
