@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import random
 import signal
@@ -29,7 +28,8 @@ from i2i import __version__, distributed
 from i2i.build import Model, build_dataset, build_metrics, build_training, describe_split, loss_parameters
 from i2i.checkpoint import load_checkpoint, save_checkpoint
 from i2i.datascan import check_split
-from i2i.errors import CheckpointError, DataError, I2IError, TrainingDiverged
+from i2i.divergence import DivergenceGuard
+from i2i.errors import CheckpointError, DataError, I2IError
 from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
 from i2i.plugins import PluginHost
@@ -124,13 +124,9 @@ class Trainer:
         self._saved: tuple[int, float] = (-1, time.perf_counter())  # step and time of latest.pt
         self._epoch_loss: list[Any] = [0.0, 0]  # sum and count of G's loss this epoch (plateau policy)
         self._session_start = time.perf_counter()
-        #: ``train.skip_nonfinite``: check each loss before its optimiser step (one sync per update).
-        self.skip_nonfinite = bool(self.train_cfg.get("skip_nonfinite", False))
-        self.skipped_nonfinite = 0  # steps skipped for non-finite losses, across resumes
-        self._step_skipped = False
-        # Otherwise: the first step whose losses were non-finite, kept on the device (-1: none yet)
-        # and read only when a log line or a checkpoint is written, so steps need no sync.
-        self._first_bad: torch.Tensor | None = None
+        self.guard = DivergenceGuard(
+            self.run_dir, skip=bool(self.train_cfg.get("skip_nonfinite", False)), agree_all=self.world.all
+        )
         self.sample_inputs = self._sample_batch(dataset)
         self.sample_z = None
         if self.model.latent_dim > 0:
@@ -196,7 +192,7 @@ class Trainer:
             "elapsed": self.elapsed(),
             "pending_log": {k: float(v) for k, v in self._pending_log.items()},
             "epoch_loss": [float(self._epoch_loss[0]), self._epoch_loss[1]],
-            "skipped_nonfinite": self.skipped_nonfinite,
+            "skipped_nonfinite": self.guard.skipped,
             "world_size": self.world.size,  # batch_in_epoch counts batches of this many processes
             "generator": m.generator.state_dict(),
             "losses": [loss.state_dict() for _, loss in m.losses],
@@ -232,7 +228,7 @@ class Trainer:
             self._elapsed_before = float(state.get("elapsed", 0.0))
             self._pending_log = dict(state.get("pending_log", {}))
             self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
-            self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
+            self.guard.skipped = int(state.get("skipped_nonfinite", 0))
             torch.set_rng_state(state["rng"]["torch"])
             if state["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -258,79 +254,16 @@ class Trainer:
         path = self.run_dir / "checkpoints" / name
         if name == "latest.pt" and self._saved[0] == self.step and path.is_file():
             return path
-        self._check_savable()
+        m = self.model
+        parts = [("generator", m.generator), ("discriminator", m.discriminator)]
+        self.guard.check_savable(
+            self._pending_log, parts + [(f"loss {n}", loss) for n, loss in m.losses], self.step
+        )
         if self.world.is_main:  # every rank checks (equal weights), rank 0 writes
             save_checkpoint(self.state_dict(), path)
         if name == "latest.pt":
             self._saved = (self.step, time.perf_counter())
         return path
-
-    # -- non-finite losses ------------------------------------------------------------------------
-    def _accept(self, loss: torch.Tensor) -> bool:
-        """Whether to apply the optimiser step for ``loss``.
-
-        With ``skip_nonfinite`` the loss is checked now (a sync) and a non-finite one is skipped.
-        Otherwise the step is applied and only a device-side flag records the first bad step; the
-        run stops when that flag is read (next log line or checkpoint), and nothing is saved after it.
-        """
-        finite = torch.isfinite(loss.detach())
-        if self.skip_nonfinite:
-            if self.world.all(bool(finite)):  # all ranks skip together: their gradients are shared
-                return True
-            self._step_skipped = True
-            return False
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=finite.device)
-        self._first_bad = torch.where(~finite & (self._first_bad < 0), self.step + 1, self._first_bad)
-        return True
-
-    def _bad_step(self) -> int | None:
-        if self._first_bad is None:
-            return None
-        step = int(self._first_bad)  # the one sync, at log or save time
-        return step if step >= 0 else None
-
-    def _diverged(self, what: str) -> TrainingDiverged:
-        latest = self.run_dir / "checkpoints" / "latest.pt"
-        kept = (
-            f"The last checkpoint, {latest}, holds finite weights and is kept."
-            if latest.is_file()
-            else "No checkpoint was written."
-        )
-        return TrainingDiverged(
-            f"Training in {self.run_dir} diverged: {what} Training stopped at step {self.step}. {kept} "
-            "Lower optim.lr or train.init_gain, check the data, or set train.skip_nonfinite = true "
-            "to skip such steps."
-        )
-
-    def _check_finite(self, values: dict[str, float]) -> None:
-        """Raise :class:`TrainingDiverged` if a step since the last check had non-finite losses."""
-        step = self._bad_step()
-        terms = [k for k, v in values.items() if k != "_steps" and not math.isfinite(float(v))]
-        if step is None and not any(k in ("G_total", "D_total") for k in terms):
-            return
-        at = f"step {step}" if step is not None else f"a step up to {self.step}"
-        raise self._diverged(f"{at} gave non-finite losses ({', '.join(terms) or 'G_total'}).")
-
-    def _check_savable(self) -> None:
-        """Never write a checkpoint of a model trained on a non-finite step or with non-finite weights."""
-        self._check_finite(self._pending_log)
-        m = self.model
-        parts = {"generator": m.generator, "discriminator": m.discriminator}
-        parts.update({f"loss {name}": loss for name, loss in m.losses})
-        tensors = {
-            name: [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
-            for name, net in parts.items()
-            if net is not None
-        }
-        flags = [torch.isfinite(t).all() for ts in tensors.values() for t in ts]
-        if not flags or bool(torch.stack(flags).all()):
-            return
-        bad = [name for name, ts in tensors.items() if not all(bool(torch.isfinite(t).all()) for t in ts)]
-        raise self._diverged(
-            f"the weights of the {', '.join(bad)} became non-finite by step {self.step} although the "
-            "losses were finite (an infinite learning rate or initial gain?)."
-        )
 
     # -- one step --------------------------------------------------------------------------------
     def _draw_z(self, batch: int) -> torch.Tensor | None:
@@ -345,7 +278,7 @@ class Trainer:
 
     def _step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         G, D = self.replicas.generator, self.replicas.discriminator
-        self._step_skipped = False
+        self.guard.start_step()
         real_A = self.speed.inputs(batch["A"])
         real_B = self.speed.inputs(batch["B"])
         z = self._draw_z(real_A.shape[0])
@@ -359,7 +292,7 @@ class Trainer:
             if terms:
                 loss_D = torch.stack(terms).sum()
                 self.speed.backward(loss_D)
-                if self._accept(loss_D):
+                if self.guard.accept(loss_D, self.step + 1):
                     self.opt_D.step()
                 ctx.log("D_total", loss_D)
             set_requires_grad(D, False)
@@ -380,7 +313,7 @@ class Trainer:
             raise I2IError("None of the recipe's losses gives the generator anything to learn.")
         self.speed.backward(total)
         self.replicas.sync_loss_gradients()
-        if self._accept(total):
+        if self.guard.accept(total, self.step + 1):
             for part in generator_side:
                 part.optimizer.step()
         ctx.log("G_total", total)
@@ -457,9 +390,7 @@ class Trainer:
                     logs = self.train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
-                    if self._step_skipped:  # skip_nonfinite: counted, kept out of the averages
-                        self.skipped_nonfinite += 1
-                    else:
+                    if not self.guard.end_step():  # skipped steps are counted, kept out of the averages
                         for k, v in logs.items():
                             sums[k] = sums.get(k, 0.0) + v
                         sums["_steps"] = sums.get("_steps", 0) + 1
@@ -470,9 +401,9 @@ class Trainer:
                         n = sums.pop("_steps", 0)
                         last = {k: float(v) / n for k, v in sums.items()} if n else {}
                         last = self.world.mean(last)  # the mean over all processes' items
-                        self._check_finite(last)  # before anything NaN is logged or saved
-                        if self.skip_nonfinite:
-                            last["skipped_nonfinite"] = self.skipped_nonfinite
+                        self.guard.check_losses(last, self.step)  # before anything NaN is logged or saved
+                        if self.guard.skip:
+                            last["skipped_nonfinite"] = self.guard.skipped
                         self._log(log, writer, last, self.elapsed())
                         sums.clear()
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
