@@ -159,3 +159,25 @@ def worker_rank(pid: int) -> str | None:
         if entry.startswith(b"RANK="):
             return entry[5:].decode()
     return None
+
+
+def test_a_third_party_loss_that_samples_again_trains_on_two_processes(tmp_path):
+    """The example plugin (its own package) has a latent generator and a loss that calls
+    ctx.sample(); neither knows about processes, and both run unchanged under DDP."""
+    pytest.importorskip("i2i_example", reason="the example plugin is installed by tools/test.sh")
+    repo = Path(__file__).resolve().parents[1]
+    recipe = repo / "examples" / "i2i-example-plugin" / "recipe.toml"
+    sets = [
+        f"--set=experiment.output_dir={tmp_path / 'runs'}",
+        f"--set=data.root={repo / 'samples' / 'facades_mini'}",
+        "--set=data.max_items=4",
+        "--set=data.load_size=36",
+        "--set=data.crop_size=32",
+        '--set=experiment.device="cpu"',
+        "--set=train.evaluate=false",
+        "--set=train.log_every=1",
+    ]
+    i2i_run(str(recipe), *sets)
+    log = read_log(tmp_path / "runs" / "example_plugin" / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2]  # 4 items over 2 processes x batch 1
+    assert all("G_latent_spread" in r and r["G_latent_spread"] == r["G_latent_spread"] for r in log)
