@@ -23,8 +23,9 @@ from rich.progress import Progress
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from i2i.build import build_dataset, build_generator, build_metrics, pick_device
+from i2i.build import build_dataset, build_generator, build_metrics, describe_split, pick_device
 from i2i.checkpoint import load_checkpoint
+from i2i.datascan import check_split
 from i2i.errors import CheckpointError, I2IError
 from i2i.imaging import save_triplet_grid, to_pixels, to_unit
 from i2i.metrics import Metric
@@ -326,6 +327,12 @@ def evaluate_checkpoint(
     dev = pick_device(device or recipe["experiment"]["device"])
     G = generator_from_checkpoint(state, host, dev)
     dataset = build_dataset(recipe, host, recipe["eval"]["split"])
+    # Bad files are named all at once now, not one by one mid-evaluation; data.skip_bad leaves them out.
+    dataset, notes = check_split(
+        dataset, describe_split(recipe, recipe["eval"]["split"]), bool(recipe["data"].get("skip_bad", False))
+    )
+    for note in notes if console is not None else []:
+        console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
     ckpt_path = Path(state["path"])
     base = Path(out_dir) if out_dir else ckpt_path.parent.parent / "eval"
     chosen = list(dict.fromkeys(modes or recipe["eval"]["modes"]))

@@ -483,3 +483,16 @@ def test_a_signal_during_the_ranks_agreement_is_not_lost(recipe):
     object.__setattr__(trainer.world, "agree", agree_then_signal)  # World is a frozen dataclass
     result = trainer.run()
     assert result.interrupted and result.step == 4  # seen at the next step's agreement
+
+
+def test_eval_names_every_bad_file_up_front(run_dir, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLE, root, ignore=shutil.ignore_patterns("*.md"))
+    (root / "test" / "0_empty.jpg").write_bytes(b"")  # first: the run read only 4 items
+    (root / "test" / "0_text.png").write_text("no image")
+    code, text = cli(
+        capsys, "eval", str(run_dir), "--data-root", str(root), "--out-dir", str(tmp_path / "ev")
+    )
+    text = " ".join(text.split())
+    assert code == 1 and "2 of 4 items" in text and "0_empty.jpg" in text and "0_text.png" in text
+    assert not (tmp_path / "ev").exists()  # stopped before any work
