@@ -167,18 +167,17 @@ def test_decompression_bombs_and_very_large_images_in_translate(run_dir, tmp_pat
 
 
 # -- the data scan at the start of a run -------------------------------------------------------------
-def test_bad_files_are_all_reported_before_training(recipe, tmp_path, capsys):
+def run_on_bad_data(capsys, recipe: Path, tmp_path: Path, *sets: str) -> tuple[int, str]:
+    """``i2i run`` on :func:`bad_data` (all 43 items), with extra ``--set`` values."""
     root = bad_data(tmp_path)
-    code, text = cli(
-        capsys,
-        "run",
-        str(recipe),
-        "--set",
-        f"data.root={root}",
-        "--set",
-        "data.max_items=100",
-        "--no-progress",
-    )
+    args = ["run", str(recipe), "--no-progress"]
+    for value in (f"data.root={root}", "data.max_items=100", *sets):
+        args += ["--set", value]
+    return cli(capsys, *args)
+
+
+def test_bad_files_are_all_reported_before_training(recipe, tmp_path, capsys):
+    code, text = run_on_bad_data(capsys, recipe, tmp_path)
     assert code == 1 and "3 of 43 items" in text
     for name in ("zz_empty.jpg", "zz_cut.jpg", "zz_text.png"):
         assert name in text
@@ -186,22 +185,8 @@ def test_bad_files_are_all_reported_before_training(recipe, tmp_path, capsys):
 
 
 def test_skip_bad_trains_on_the_rest_and_says_how_many(recipe, tmp_path, capsys):
-    root = bad_data(tmp_path)
-    code, text = cli(
-        capsys,
-        "run",
-        str(recipe),
-        "--set",
-        f"data.root={root}",
-        "--set",
-        "data.max_items=100",
-        "--set",
-        "data.skip_bad=true",
-        "--set",
-        "train.max_steps=2",
-        "--set",
-        "train.evaluate=false",
-        "--no-progress",
+    code, text = run_on_bad_data(
+        capsys, recipe, tmp_path, "data.skip_bad=true", "train.max_steps=2", "train.evaluate=false"
     )
     assert code == 0, text
     assert "left out 3 of 43 items" in " ".join(text.split())
