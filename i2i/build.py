@@ -304,17 +304,22 @@ def describe_plan(recipe: Recipe, host: PluginHost) -> list[str]:
         f"epochs = {steps:,} steps{capped}."
     )
     if train["evaluate"]:
-        split = evaluation["split"]
         try:
-            n = len(build_dataset(recipe, host, split))
+            n = len(build_dataset(recipe, host, evaluation["split"]))
         except DataError:
-            lines.append(f"Evaluation: no {split!r} split found; the run will end without one.")
-        else:
-            if evaluation["max_items"] > 0:
-                n = min(n, evaluation["max_items"])
-            modes = evaluation["modes"]
-            lines.append(
-                f"Evaluation: {n:,} images of {split!r} in {len(modes)} mode(s) ({', '.join(modes)}), "
-                f"{n * len(modes):,} translations."
-            )
+            n = None
+        lines.append(describe_evaluation(recipe, n))
     return lines
+
+
+def describe_evaluation(recipe: Recipe, items: int | None) -> str:
+    """The evaluation's size for a split of ``items`` images (``None``: the split is missing)."""
+    evaluation = recipe["eval"]
+    split, modes = evaluation["split"], evaluation["modes"]
+    if items is None:
+        return f"Evaluation: no {split!r} split found; the run will end without one."
+    n = min(items, evaluation["max_items"]) if evaluation["max_items"] > 0 else items
+    return (
+        f"Evaluation: {n:,} images of {split!r} in {len(modes)} mode(s) ({', '.join(modes)}), "
+        f"{n * len(modes):,} translations."
+    )

@@ -186,13 +186,10 @@ def run(
     from i2i.report import write_index
     from i2i.training import start_run
 
-    if resume is not None and resume.is_file():
-        from i2i.training import run_dir_of
+    if resume is not None:
+        from i2i.rundir import check_resume_dir
 
-        raise I2IError(
-            f"--resume {resume}: that is a checkpoint file; --resume takes the run directory that "
-            f"holds it: i2i run --resume {run_dir_of(resume)}"
-        )
+        check_resume_dir(resume)  # before its recipe.toml is looked for
     if recipe is None:
         if resume is None:
             raise I2IError("i2i run needs a RECIPE file, or --resume RUN_DIR to continue a run.")
@@ -219,11 +216,6 @@ def run(
             f"Run directory: [bold]{escape(str(trainer.run_dir))}[/bold] "
             f"(device {trainer.device}{processes}, {trainer.total_steps():,} steps)"
         )
-        if resume is None and resolved["train"]["evaluate"]:
-            from i2i.build import describe_plan
-
-            for line in describe_plan(resolved, host)[1:]:  # the evaluation's size, up front
-                err.print(escape(line), soft_wrap=True, highlight=False)
         if resume is not None and trainer.step >= trainer.total_steps():
             err.print(
                 f"[yellow]This run is already complete (step {trainer.step:,} of {trainer.total_steps():,}): "

@@ -331,8 +331,8 @@ def evaluate_checkpoint(
     dataset, notes = check_split(
         dataset, describe_split(recipe, recipe["eval"]["split"]), bool(recipe["data"].get("skip_bad", False))
     )
-    for note in notes if console is not None else []:
-        console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
+    for note in notes:
+        (console or Console(stderr=True)).print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
     ckpt_path = Path(state["path"])
     base = Path(out_dir) if out_dir else ckpt_path.parent.parent / "eval"
     chosen = list(dict.fromkeys(modes or recipe["eval"]["modes"]))

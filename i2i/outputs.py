@@ -8,6 +8,11 @@ from pathlib import Path
 from i2i.errors import I2IError
 
 
+def blocking_file(path: Path) -> Path | None:
+    """The existing file at ``path`` or at one of its parents, which keeps it from being a folder."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def output_folder(path: str | Path, what: str) -> Path:
     """Create ``path`` (and its parents) as a folder to write into; ``what`` names the option.
 
@@ -15,7 +20,7 @@ def output_folder(path: str | Path, what: str) -> Path:
     one that cannot be written to are user errors, naming the option and the path.
     """
     path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocker = blocking_file(path)
     if blocker is not None:
         where = "is" if blocker == path else f"lies inside {blocker}, which is"
         raise I2IError(

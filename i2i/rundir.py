@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from i2i.errors import I2IError, RunLocked
+from i2i.outputs import blocking_file
 from i2i.plugins import PluginHost
 from i2i.recipe import Recipe
 
@@ -41,13 +42,30 @@ def new_run_dir(recipe: Recipe) -> Path:
     try:
         run_dir.mkdir(parents=True)
     except OSError as exc:
-        blocker = next((p for p in (output_dir, *output_dir.parents) if p.exists() and not p.is_dir()), None)
+        blocker = blocking_file(output_dir)
         why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
         raise I2IError(
             f"experiment.output_dir = {str(output_dir)!r}: cannot create the run directory {run_dir} "
             f"({why}). Point output_dir at a folder you can write to, e.g. --set experiment.output_dir=runs"
         ) from None
     return run_dir
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint file belongs to (RUN/checkpoints/latest.pt -> RUN)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def check_resume_dir(path: Path) -> Path:
+    """``path`` if it is a run directory to resume; a checkpoint file or a missing folder is refused."""
+    if path.is_file():
+        raise I2IError(
+            f"--resume {path}: that is a checkpoint file; --resume takes the run directory that "
+            f"holds it: i2i run --resume {run_dir_of(path)}"
+        )
+    if not path.is_dir():
+        raise I2IError(f"--resume {path}: no such run directory.")
+    return path
 
 
 def remove_new_run_dir(run_dir: Path, output_dir: Path, output_dir_existed: bool) -> None:

@@ -25,7 +25,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from i2i import __version__, distributed
-from i2i.build import Model, build_dataset, build_metrics, build_training, describe_split, loss_parameters
+from i2i.build import (
+    Model,
+    build_dataset,
+    build_metrics,
+    build_training,
+    describe_evaluation,
+    describe_split,
+    loss_parameters,
+)
 from i2i.checkpoint import load_checkpoint, save_checkpoint
 from i2i.datascan import check_split
 from i2i.divergence import DivergenceGuard
@@ -35,7 +43,7 @@ from i2i.losses import StepContext
 from i2i.plugins import PluginHost
 from i2i.progress import TrainingProgress
 from i2i.recipe import Recipe, dumps, resolve
-from i2i.rundir import RunLock, forget_after, new_run_dir, plugins_used, remove_new_run_dir
+from i2i.rundir import RunLock, check_resume_dir, forget_after, new_run_dir, plugins_used, remove_new_run_dir
 from i2i.sampling import generate
 from i2i.schedules import step_scheduler
 
@@ -527,23 +535,18 @@ class Trainer:
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
 
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run directory a checkpoint file belongs to (RUN/checkpoints/latest.pt -> RUN)."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-
-
 def check_eval_split(recipe: Recipe, host: PluginHost, console: Console) -> None:
-    """Find bad files of the evaluation split now, not after hours of training.
-
-    A missing split is not an error here: the run then ends with its report and a hint.
+    """Say how large the evaluation will be, and find bad files of its split now, not after hours
+    of training. A missing split is not an error here: the run then ends with its report and a hint.
     """
+    split = recipe["eval"]["split"]
     try:
-        dataset = build_dataset(recipe, host, recipe["eval"]["split"])
+        dataset = build_dataset(recipe, host, split)
     except DataError:
+        console.print(escape(describe_evaluation(recipe, None)), soft_wrap=True, highlight=False)
         return
-    _, notes = check_split(
-        dataset, describe_split(recipe, recipe["eval"]["split"]), recipe["data"]["skip_bad"]
-    )
+    console.print(escape(describe_evaluation(recipe, len(dataset))), soft_wrap=True, highlight=False)
+    _, notes = check_split(dataset, describe_split(recipe, split), recipe["data"]["skip_bad"])
     for note in notes:
         console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
 
@@ -568,14 +571,7 @@ def start_run(
     output_dir = Path(recipe["experiment"]["output_dir"])
     output_dir_existed = output_dir.is_dir()
     if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        if run_dir.is_file() and world.is_main:
-            raise I2IError(
-                f"--resume {run_dir}: that is a checkpoint file; --resume takes the run directory "
-                f"that holds it, e.g. --resume {run_dir_of(run_dir)}"
-            )
-        if not run_dir.is_dir() and world.is_main:
-            raise I2IError(f"--resume {run_dir}: no such run directory.")
+        run_dir = check_resume_dir(Path(resume_dir)) if world.is_main else Path(resume_dir)
     else:
         run_dir = world.broadcast(new_run_dir(recipe) if world.is_main else None)
     lock = RunLock(run_dir)

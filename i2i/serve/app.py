@@ -20,7 +20,7 @@ from i2i.errors import I2IError
 from i2i.palette import Palette
 from i2i.sampling import dropout_layers, latent_dim
 from i2i.serve.labels import blank, fill_rectangle, hex_colour, snap
-from i2i.serve.model import MAX_SAMPLES, PLAIN, ServedModel, as_tensor, to_array
+from i2i.serve.model import MAX_SAMPLES, PLAIN, ServedModel, as_tensor, to_rgb_array
 from i2i.translate import read_input
 
 try:
@@ -62,9 +62,7 @@ def starter_image(examples: list[torch.Tensor], palette: Palette | None, side: i
     image = examples[0]
     _, h, w = image.shape
     factor = max(1, round(side / max(h, w)))
-    picture = to_array(image.float() / 127.5 - 1.0)
-    if picture.ndim == 2:
-        picture = np.repeat(picture[..., None], 3, axis=2)
+    picture = to_rgb_array(image)
     return np.kron(picture, np.ones((factor, factor, 1), dtype=np.uint8))  # nearest: colours stay exact
 
 
@@ -133,10 +131,7 @@ def build_app(
         tensor, notes = model.fit(tensor)
         for note in notes:
             gr.Info(note)
-        picture = to_array(tensor.float() / 127.5 - 1.0 if tensor.dtype == torch.uint8 else tensor * 2 - 1)
-        if picture.ndim == 2:
-            picture = np.repeat(picture[..., None], 3, axis=2)
-        return editor_value(picture), " ".join(notes) or f"Loaded {Path(path).name}."
+        return editor_value(to_rgb_array(tensor)), " ".join(notes) or f"Loaded {Path(path).name}."
 
     def draw_rectangle(value: Any, label: str, left: float, top: float, right: float, bottom: float):
         composite = value.get("composite") if isinstance(value, dict) else None

@@ -23,7 +23,7 @@ from i2i.checkpoint import load_checkpoint
 from i2i.diversity.protocol import draw
 from i2i.errors import DataError, I2IError
 from i2i.evaluate import generator_from_checkpoint
-from i2i.imaging import resize, to_pil
+from i2i.imaging import resize, to_pil, to_pixels, to_signed
 from i2i.plugins import PluginHost
 from i2i.sampling import Sampler, check_mode
 from i2i.translate import read_input, size_multiple, translate_tensor
@@ -70,8 +70,15 @@ def as_tensor(image: np.ndarray, channels: int) -> torch.Tensor:
 
 
 def to_array(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [-1, 1] as the uint8 picture ``i2i translate`` would save."""
+    """(C, H, W) in [-1, 1] (or uint8 pixels) as the uint8 picture ``i2i translate`` would save."""
     return np.array(to_pil(image))
+
+
+def to_rgb_array(image: torch.Tensor) -> np.ndarray:
+    """An input as :func:`read_input` decodes it (uint8, or float in [0, 1]) as an RGB uint8 array
+    (H, W, 3) for the canvas."""
+    picture = to_array(image if image.dtype == torch.uint8 else to_signed(image))
+    return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 
 class ServedModel:
@@ -142,7 +149,7 @@ class ServedModel:
             except Exception:  # noqa: BLE001 - a missing or moved data set only costs the starter image
                 continue
             if items:
-                return [((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) for x in items]
+                return [to_pixels(x) for x in items]
         return []
 
     def fit(self, image: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
