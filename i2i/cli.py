@@ -51,13 +51,13 @@ def _root(
 
 
 def _host():
-    from i2i.plugins import get_host
+    from i2i.assembly.host import get_host
 
     return get_host()
 
 
 def _resolve(recipe_path: Path, overrides: list[str] | None):
-    from i2i.recipe import load_recipe, resolve
+    from i2i.assembly.recipe import load_recipe, resolve
 
     host = _host()
     recipe = resolve(load_recipe(recipe_path, overrides), host, source=str(recipe_path))
@@ -123,8 +123,8 @@ def validate(
     show: Annotated[bool, typer.Option("--show", help="Print the resolved recipe.")] = False,
 ) -> None:
     """Check a recipe without running it; every problem is reported at once."""
+    from i2i.assembly.recipe import dumps, load_recipe
     from i2i.diversity.config import is_experiment, load_experiment
-    from i2i.recipe import dumps, load_recipe
 
     if is_experiment(load_recipe(recipe, set_)):
         experiment = load_experiment(recipe, _host(), set_)
@@ -144,7 +144,7 @@ def validate(
     out.print(f"[green]{escape(str(recipe))} is valid.[/green]")
     root = resolved["data"].get("root")
     if not (isinstance(root, str) and not Path(root).exists()):
-        from i2i.build import describe_plan
+        from i2i.assembly.build import describe_plan
 
         for line in describe_plan(resolved, host):
             out.print(escape(line), soft_wrap=True)
@@ -180,14 +180,14 @@ def run(
     """Train a recipe, then evaluate it and write the run's HTML report."""
     import shlex
 
-    from i2i import distributed
-    from i2i.evaluate import evaluate_checkpoint, summary_table
-    from i2i.launch import launch, launched, write_status
-    from i2i.report import write_index
-    from i2i.training import start_run
+    from i2i.inference.evaluate import evaluate_checkpoint, summary_table
+    from i2i.parallel import distributed
+    from i2i.parallel.launch import launch, launched, write_status
+    from i2i.reports.run_report import write_index
+    from i2i.training.trainer import start_run
 
     if resume is not None:
-        from i2i.rundir import check_resume_dir
+        from i2i.runs.rundir import check_resume_dir
 
         check_resume_dir(resume)  # before its recipe.toml is looked for
     if recipe is None:
@@ -306,8 +306,8 @@ def eval_(
     ] = None,
 ) -> None:
     """Translate a split with a trained generator and report L1, PSNR, SSIM (and more)."""
-    from i2i.evaluate import evaluate_checkpoint, summary_table
-    from i2i.report import write_index
+    from i2i.inference.evaluate import evaluate_checkpoint, summary_table
+    from i2i.reports.run_report import write_index
 
     modes = {"": None, "both": ["eval", "train"], "eval": ["eval"], "train": ["train"]}
     if mode not in modes:
@@ -356,7 +356,7 @@ def translate(
     device: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Apply a trained generator to a folder of images; outputs keep the inputs' sizes."""
-    from i2i.translate import translate_folder
+    from i2i.inference.translate import translate_folder
 
     report = translate_folder(
         checkpoint,
@@ -389,7 +389,7 @@ def export(
     "both" means TorchScript and ONNX; safetensors (weights plus the recipe, loadable by
     metrics such as the FCN-score) is written when asked for.
     """
-    from i2i.export import export_generator
+    from i2i.inference.export import export_generator
 
     wanted = ["torchscript", "onnx"] if formats == "both" else [f.strip() for f in formats.split(",")]
     missing: list[str] | None = [] if formats == "both" else None  # "both": what is installed
@@ -413,8 +413,8 @@ def bench(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Time training and inference of RECIPE here, each speed-up against the plain path."""
-    from i2i.bench import bench as run_bench
-    from i2i.bench import describe_extras, table
+    from i2i.training.bench import bench as run_bench
+    from i2i.training.bench import describe_extras, table
 
     resolved, _ = _resolve(recipe, set_)
     summary = run_bench(
@@ -425,7 +425,7 @@ def bench(
     for line in describe_extras(summary):
         out.print(escape(line), highlight=False)
     if json_path is not None:
-        from i2i.outputs import output_folder
+        from i2i.runs.outputs import output_folder
 
         output_folder(json_path.parent, "The folder of --json")
         json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -498,7 +498,7 @@ def data_fetch(
     url: Annotated[str | None, typer.Option(help="Download from this address instead.")] = None,
 ) -> None:
     """Download a pix2pix dataset archive and verify what arrived."""
-    from i2i.datafetch import fetch_dataset
+    from i2i.data.fetch import fetch_dataset
 
     root = fetch_dataset(name, dest or Path("datasets") / name, url=url)
     out.print(f"[green]{escape(name)} is ready in {escape(str(root))}[/green]")
@@ -518,13 +518,13 @@ def data_verify(
     would build it, and every file's header is checked. Exit code 1 when a split cannot be used.
     """
     if target.suffix.lower() != ".toml":
-        from i2i.datafetch import verify_facades
+        from i2i.data.fetch import verify_facades
 
         summary = verify_facades(target)
         out.print_json(json.dumps(summary, default=str))
         return
-    from i2i.build import build_dataset
-    from i2i.datascan import verify_splits
+    from i2i.assembly.build import build_dataset
+    from i2i.data.scan import verify_splits
 
     recipe, host = _resolve(target, set_)
     splits = list(dict.fromkeys(["train", recipe["eval"]["split"]]))
@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # the file system refused: the user's files or disk, not a bug
         if debug:
             raise
-        from i2i.outputs import describe_os_error
+        from i2i.runs.outputs import describe_os_error
 
         err.print(
             f"[bold red]Error:[/bold red] {escape(describe_os_error(exc))}", highlight=False, soft_wrap=True

@@ -9,7 +9,7 @@ for a network, or a picture again for viewing. Plugins register named palettes t
     {"classes": [{"name": "road", "colour": "#804080"}, {"name": "car", "colour": "#00008e"}]}
 
 Images handed to :meth:`Palette.quantise` are RGB in [0, 1] (float) or 0..255 (``uint8``), the
-forms the datasets and :func:`i2i.imaging.to_unit` give.
+forms the datasets and :func:`i2i.data.imaging.to_unit` give.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import Tensor
 from i2i.errors import DataError
 
 if TYPE_CHECKING:
-    from i2i.plugins import PluginHost
+    from i2i.assembly.host import PluginHost
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{6})")
 JSON_EXAMPLE = '{"classes": [{"name": "wall", "colour": "#0130fe"}, {"name": "window", "colour": "#017ffe"}]}'

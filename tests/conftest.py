@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from i2i.plugins import PluginHost, set_host
+from i2i.assembly.host import PluginHost, set_host
 
 REPO = Path(__file__).resolve().parents[1]
 

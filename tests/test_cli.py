@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 import i2i
+from i2i.assembly.host import DISABLE_ENV, STRICT_ENV, set_host
 from i2i.cli import DEBUG_ENV, app, main
 from i2i.errors import RecipeError
-from i2i.plugins import DISABLE_ENV, STRICT_ENV, set_host
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from i2i.datafetch import fetch_dataset, safe_extract, verify_facades
+from i2i.assembly.host import get_host
+from i2i.data.fetch import fetch_dataset, safe_extract, verify_facades
 from i2i.errors import DataError
-from i2i.plugins import get_host
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "samples" / "facades_mini"

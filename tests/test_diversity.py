@@ -9,15 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from i2i.checkpoint import load_checkpoint
+from i2i.assembly.host import get_host
+from i2i.assembly.recipe import load_recipe, resolve
 from i2i.cli import app
 from i2i.diversity.config import load_experiment
 from i2i.diversity.measures import diversity_of, pairwise_measures, pixel_std, quality_of, real_reference
 from i2i.errors import I2IError, RecipeError
-from i2i.plugins import get_host
-from i2i.recipe import load_recipe, resolve
-from i2i.report import read_log
-from i2i.training import start_run
+from i2i.reports.run_report import read_log
+from i2i.runs.checkpoint import load_checkpoint
+from i2i.training.trainer import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"

@@ -10,10 +10,10 @@ from i2i_diversity.encoders import build_encoder
 from torch import Tensor, nn
 
 from i2i import StepContext
+from i2i.assembly.host import PluginHost
 from i2i.errors import I2IError
 from i2i.losses import call_frozen
 from i2i.nn_init import count_parameters
-from i2i.plugins import PluginHost
 
 NZ = 8
 SIZE = 32  # 2**5: the smallest image the 5-level U-Nets take

@@ -17,15 +17,15 @@ from conftest import toy_recipe
 from PIL import Image
 from typer.testing import CliRunner
 
-from i2i.build import build_dataset
-from i2i.checkpoint import load_checkpoint
+from i2i.assembly.build import build_dataset
+from i2i.assembly.host import get_host
+from i2i.assembly.recipe import load_recipe, resolve
 from i2i.cli import app
-from i2i.evaluate import EVAL_MODE_BATCH, evaluate_checkpoint, generator_from_checkpoint
-from i2i.imaging import make_grid_image
-from i2i.plugins import get_host
-from i2i.recipe import load_recipe, resolve
+from i2i.data.imaging import make_grid_image
+from i2i.inference.evaluate import EVAL_MODE_BATCH, evaluate_checkpoint, generator_from_checkpoint
+from i2i.runs.checkpoint import load_checkpoint
 from i2i.sampling import generate
-from i2i.training import start_run
+from i2i.training.trainer import start_run
 
 ITEMS = EVAL_MODE_BATCH + 2  # one full eval-mode batch and a short one
 

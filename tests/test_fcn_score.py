@@ -10,11 +10,11 @@ import torch
 from i2i_pix2pix.fcn_score import confusion, scores
 from typer.testing import CliRunner
 
+from i2i.assembly.host import get_host
+from i2i.assembly.recipe import load_recipe, resolve
 from i2i.cli import app
 from i2i.errors import I2IError
-from i2i.plugins import get_host
-from i2i.recipe import load_recipe, resolve
-from i2i.training import start_run
+from i2i.training.trainer import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"

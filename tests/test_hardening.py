@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from test_training import SAMPLE, TINY, train
 
-from i2i.checkpoint import load_checkpoint, save_checkpoint
 from i2i.cli import main
 from i2i.errors import CheckpointError
+from i2i.runs.checkpoint import load_checkpoint, save_checkpoint
 
 
 def cli(capsys, *args: str) -> tuple[int, str]:
@@ -268,9 +268,9 @@ def test_without_a_terminal_progress_is_plain_lines_and_epochs_fit_the_cap(recip
 
 
 def test_the_first_steps_give_an_estimate_of_the_run_length(recipe, capsys, monkeypatch):
-    import i2i.progress
+    import i2i.reports.progress
 
-    monkeypatch.setattr(i2i.progress, "ESTIMATE_AFTER_STEPS", 3)
+    monkeypatch.setattr(i2i.reports.progress, "ESTIMATE_AFTER_STEPS", 3)
     code, text = cli(capsys, "run", str(recipe), "--set", "train.max_steps=6", "--no-progress")
     assert code == 0
     assert "s per step over the first 3 steps: the remaining 3 steps take about" in " ".join(text.split())
@@ -285,7 +285,7 @@ def test_resuming_a_finished_run_says_so(run_dir, tmp_path, capsys):
 
 
 def test_the_report_shows_the_recipe_that_ran(run_dir, tmp_path):
-    from i2i.report import write_index
+    from i2i.reports.run_report import write_index
 
     copy = tmp_path / "edited"
     shutil.copytree(run_dir, copy)
@@ -371,7 +371,7 @@ def _logged_step(log: Path) -> int:
 
 
 def _losses(run: Path) -> dict[int, dict[str, float]]:
-    from i2i.report import read_log
+    from i2i.reports.run_report import read_log
 
     return {
         r["step"]: {k: v for k, v in r.items() if k[:2] in ("D_", "G_")} for r in read_log(run / "log.jsonl")
@@ -465,8 +465,8 @@ def test_a_signal_during_the_ranks_agreement_is_not_lost(recipe):
 
     from test_training import resolved
 
-    from i2i.plugins import get_host
-    from i2i.training import start_run
+    from i2i.assembly.host import get_host
+    from i2i.training.trainer import start_run
 
     trainer = start_run(resolved(recipe), get_host(), show_progress=False)
     agree = trainer.world.agree

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from i2i import I2IError, Metric
-from i2i.plugins import PluginHost
+from i2i.assembly.host import PluginHost
 
 ALEX_CHANNELS = (64, 192, 384, 256, 256)
 VGG_CHANNELS = (64, 128, 256, 512, 512)

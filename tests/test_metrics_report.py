@@ -12,10 +12,10 @@ import torch
 from i2i_pix2pix import metrics as m
 from PIL import Image
 
+from i2i.assembly.host import get_host
+from i2i.data.imaging import GRID_HEADER, GRID_PAD, save_image, save_triplet_grid, to_pil, to_unit
 from i2i.errors import I2IError
-from i2i.imaging import GRID_HEADER, GRID_PAD, save_image, save_triplet_grid, to_pil, to_unit
-from i2i.plugins import get_host
-from i2i.report import plot_loss_curves, read_log, write_gallery, write_index
+from i2i.reports.run_report import plot_loss_curves, read_log, write_gallery, write_index
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from i2i.assembly.host import get_host
 from i2i.errors import I2IError
 from i2i.nn_init import count_parameters, init_weights
-from i2i.plugins import get_host
 
 GENERATORS = ["unet", "unet_128", "unet_256", "resnet", "resnet_6blocks", "resnet_9blocks"]
 DISCRIMINATORS = ["patchgan", "pixelgan"]

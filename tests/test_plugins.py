@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import i2i
+from i2i.assembly.host import DISABLE_ENV, KINDS, STRICT_ENV, PluginHost
 from i2i.errors import DuplicateComponentError, I2IError, UnknownComponentError
-from i2i.plugins import DISABLE_ENV, KINDS, STRICT_ENV, PluginHost
 from i2i.registry import Provider, Registry
 
 REPO = Path(__file__).resolve().parents[1]

@@ -214,9 +214,9 @@ def _builds(recipe: dict) -> None:
     """The accepted recipe builds G and D, which run on one crop-sized image."""
     import torch
 
-    from i2i.build import build_model
-    from i2i.plugins import get_host
-    from i2i.recipe import resolve
+    from i2i.assembly.build import build_model
+    from i2i.assembly.host import get_host
+    from i2i.assembly.recipe import resolve
 
     resolved = resolve(recipe, get_host())
     model = build_model(resolved, get_host(), input_nc=3, output_nc=3)

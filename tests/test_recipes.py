@@ -10,9 +10,9 @@ from typing import Literal
 import pytest
 
 import i2i
+from i2i.assembly.host import PluginHost, get_host
+from i2i.assembly.recipe import HOST_SETTINGS, apply_override, dumps, load_recipe, parse_value, resolve
 from i2i.errors import I2IError, RecipeError
-from i2i.plugins import PluginHost, get_host
-from i2i.recipe import HOST_SETTINGS, apply_override, dumps, load_recipe, parse_value, resolve
 
 if sys.version_info >= (3, 11):
     import tomllib

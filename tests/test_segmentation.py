@@ -16,10 +16,10 @@ from PIL import Image
 from torch import nn
 
 from i2i import StepContext
+from i2i.assembly.host import get_host
+from i2i.assembly.recipe import load_recipe, resolve
 from i2i.errors import DataError, I2IError
 from i2i.nn_init import count_parameters
-from i2i.plugins import get_host
-from i2i.recipe import load_recipe, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"
@@ -504,7 +504,7 @@ def test_the_segmenter_recipe_resolves_as_described():
 
 
 def test_the_segmenter_recipe_trains_a_step_on_the_sample():
-    from i2i.training import Trainer
+    from i2i.training.trainer import Trainer
 
     overrides = [
         f"data.root={SAMPLE}",

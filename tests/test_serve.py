@@ -19,10 +19,10 @@ import torch
 from conftest import toy_recipe
 from PIL import Image
 
+from i2i.assembly.host import get_host
 from i2i.cli import main
 from i2i.errors import DataError
 from i2i.palette import find_palette
-from i2i.plugins import get_host
 from i2i.serve.labels import choose_palette, snap
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,13 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from i2i.assembly.host import get_host
+from i2i.assembly.recipe import resolve
 from i2i.cli import app
-from i2i.data import EpochSampler, _mix
-from i2i.plugins import get_host
-from i2i.recipe import resolve
+from i2i.data.order import EpochSampler, _mix
 from i2i.speed.device_data import DecodedLoader
 from i2i.speed.options import decide
-from i2i.training import Trainer
+from i2i.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "samples" / "facades_mini"

@@ -16,15 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
-import i2i
-from i2i.checkpoint import load_checkpoint, save_checkpoint
+import i2i.inference.evaluate
+import i2i.inference.translate
+from i2i.assembly.host import PluginHost, get_host
+from i2i.assembly.recipe import load_recipe, resolve
+from i2i.assembly.schedules import linear_factor
 from i2i.errors import CheckpointError, DataError, I2IError
-from i2i.evaluate import evaluate_checkpoint
-from i2i.plugins import PluginHost, get_host
-from i2i.recipe import load_recipe, resolve
-from i2i.report import read_log
-from i2i.schedules import linear_factor
-from i2i.training import start_run
+from i2i.inference.evaluate import evaluate_checkpoint
+from i2i.reports.run_report import read_log
+from i2i.runs.checkpoint import load_checkpoint, save_checkpoint
+from i2i.training.trainer import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"
@@ -326,7 +327,7 @@ def test_eval_both_modes_writes_reports(trained_run):
 
 
 def test_translate_keeps_sizes_and_says_so(trained_run, tmp_path):
-    from i2i.translate import translate_folder
+    from i2i.inference.translate import translate_folder
 
     src = tmp_path / "in"
     src.mkdir()
@@ -351,7 +352,7 @@ def test_translate_keeps_sizes_and_says_so(trained_run, tmp_path):
 
 
 def test_export_matches_pytorch(trained_run, tmp_path):
-    from i2i.export import export_generator
+    from i2i.inference.export import export_generator
 
     pytest.importorskip("onnxruntime")
     results = export_generator(trained_run, get_host(), ["torchscript", "onnx"], out_dir=tmp_path, size=32)
@@ -422,7 +423,7 @@ def test_third_party_latent_generator_and_two_sample_loss_train(tmp_path, monkey
     ],
 )
 def test_learning_rate_policies(policy, expected):
-    from i2i.schedules import make_scheduler, step_scheduler
+    from i2i.assembly.schedules import make_scheduler, step_scheduler
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     optim = {"policy": policy, "step_epochs": 2, "gamma": 0.5, "patience": 1}
@@ -435,7 +436,7 @@ def test_learning_rate_policies(policy, expected):
 
 
 def test_plateau_policy_decays_when_the_loss_stalls():
-    from i2i.schedules import make_scheduler, step_scheduler
+    from i2i.assembly.schedules import make_scheduler, step_scheduler
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = make_scheduler(
@@ -523,7 +524,7 @@ def test_run_without_an_eval_split_still_finishes_with_a_report(tmp_path):
 
 
 def test_translate_refuses_to_overwrite_its_inputs(trained_run, tmp_path):
-    from i2i.translate import translate_folder
+    from i2i.inference.translate import translate_folder
 
     src = tmp_path / "in"
     src.mkdir()
@@ -541,7 +542,7 @@ def test_translate_refuses_to_overwrite_its_inputs(trained_run, tmp_path):
 
 
 def test_translate_and_eval_keep_inputs_with_the_same_stem_apart(trained_run, tmp_path):
-    from i2i.translate import translate_folder
+    from i2i.inference.translate import translate_folder
 
     src = tmp_path / "data" / "test"
     src.mkdir(parents=True)
@@ -567,8 +568,8 @@ def test_translate_and_eval_keep_inputs_with_the_same_stem_apart(trained_run, tm
 
 def test_translate_feeds_the_generator_what_eval_does(trained_run, tmp_path, monkeypatch):
     """--aligned --size N resizes like the datasets (bicubic with antialiasing)."""
-    import i2i.evaluate
-    import i2i.translate
+    import i2i.inference.evaluate
+    import i2i.inference.translate
 
     seen: dict[str, list[torch.Tensor]] = {"translate": [], "eval": []}
 
@@ -582,12 +583,14 @@ def test_translate_feeds_the_generator_what_eval_does(trained_run, tmp_path, mon
 
         monkeypatch.setattr(module, "generator_from_checkpoint", build)
 
-    recording(i2i.translate, "translate")
-    recording(i2i.evaluate, "eval")
+    recording(i2i.inference.translate, "translate")
+    recording(i2i.inference.evaluate, "eval")
     src = tmp_path / "data" / "test"
     src.mkdir(parents=True)
     Image.effect_noise((600, 300), 80).convert("RGB").save(src / "big.png")  # shrunk 300 -> 32
-    i2i.translate.translate_folder(trained_run, src, tmp_path / "out", get_host(), aligned=True, size=32)
+    i2i.inference.translate.translate_folder(
+        trained_run, src, tmp_path / "out", get_host(), aligned=True, size=32
+    )
     evaluate_checkpoint(
         trained_run,
         get_host(),
@@ -682,7 +685,7 @@ def test_the_printed_resume_command_runs_as_printed(tiny_recipe, monkeypatch):
     from typer.testing import CliRunner
 
     from i2i.cli import app
-    from i2i.training import Trainer
+    from i2i.training.trainer import Trainer
 
     step = Trainer.train_step
 

@@ -31,13 +31,13 @@ LABELS = {
 
 def measure(variant: str, size: int, ngf: int, steps: int, warmup: int, seed: int) -> list[float]:
     """Time `steps` training steps of one variant in this process; returns seconds per step."""
-    from i2i.build import build_model
-    from i2i.plugins import get_host
-    from i2i.recipe import resolve
+    from i2i.assembly.build import build_model
+    from i2i.assembly.host import get_host
+    from i2i.assembly.recipe import resolve
     from i2i.speed.allocator import tune_allocator
     from i2i.speed.options import plain
     from i2i.speed.step import StepSpeed
-    from i2i.training import Trainer
+    from i2i.training.trainer import Trainer
 
     if variant == "i2i":
         tune_allocator()

@@ -20,10 +20,10 @@ import sys
 
 import torch
 
-from i2i.build import build_dataset, build_metrics
-from i2i.imaging import to_unit
-from i2i.plugins import get_host
-from i2i.recipe import load_recipe, resolve
+from i2i.assembly.build import build_dataset, build_metrics
+from i2i.assembly.host import get_host
+from i2i.assembly.recipe import load_recipe, resolve
+from i2i.data.imaging import to_unit
 
 
 def mean_training_photo(recipe, host) -> torch.Tensor:

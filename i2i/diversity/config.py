@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from i2i.assembly.host import PluginHost
+from i2i.assembly.recipe import Recipe, load_recipe, resolve
 from i2i.errors import I2IError, RecipeError, suggest
-from i2i.plugins import PluginHost
-from i2i.recipe import Recipe, load_recipe, resolve
 from i2i.schema import Param, Range, range_problem
 
 SECTION = "diversity"

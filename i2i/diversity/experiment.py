@@ -19,18 +19,18 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from i2i.build import build_dataset, build_generator, build_metrics, pick_device
-from i2i.checkpoint import load_checkpoint
+from i2i.assembly.build import build_dataset, build_generator, build_metrics, pick_device
+from i2i.assembly.host import PluginHost
 from i2i.diversity.config import Experiment, Variant
 from i2i.diversity.measures import pairwise_measures, real_reference
 from i2i.diversity.protocol import Inputs, measure, protocol_record
 from i2i.diversity.report import write_figure, write_report
 from i2i.errors import I2IError
-from i2i.evaluate import generator_from_checkpoint
-from i2i.plugins import PluginHost
-from i2i.report import write_index
+from i2i.inference.evaluate import generator_from_checkpoint
+from i2i.reports.run_report import write_index
+from i2i.runs.checkpoint import load_checkpoint
 from i2i.sampling import Sampler
-from i2i.training import changed_on_resume, start_run
+from i2i.training.trainer import changed_on_resume, start_run
 
 REFERENCE = "reference.json"
 
@@ -160,7 +160,7 @@ class DiversityExperiment:
             for i in range(len(self.dataset)):
                 targets.append(self.dataset[i]["B"])
                 bar.advance(task)
-        from i2i.imaging import to_unit
+        from i2i.data.imaging import to_unit
 
         stack = to_unit(torch.stack(targets))
         count, samples = self.protocol["inputs"], self.settings["samples"]

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from i2i.data.imaging import to_unit
 from i2i.diversity.measures import PairwiseMeasure, average, diversity_of, quality_of
-from i2i.imaging import to_unit
 from i2i.metrics import Metric
 from i2i.sampling import Sampler
 

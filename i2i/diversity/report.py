@@ -10,10 +10,10 @@ from typing import Any
 
 from torch import Tensor
 
+from i2i.data.imaging import save_triplet_grid
 from i2i.diversity.config import Experiment
 from i2i.diversity.measures import STD, PairwiseMeasure
-from i2i.imaging import save_triplet_grid
-from i2i.report import INDEX, escape_html, format_value, html_page, relative_href
+from i2i.reports.run_report import INDEX, escape_html, format_value, html_page, relative_href
 
 CSV_NAME = "diversity.csv"
 JSON_NAME = "diversity.json"

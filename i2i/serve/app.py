@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from i2i.errors import I2IError
+from i2i.inference.translate import read_input
 from i2i.palette import Palette
 from i2i.sampling import dropout_layers, latent_dim
 from i2i.serve.labels import blank, fill_rectangle, hex_colour, snap
 from i2i.serve.model import MAX_SAMPLES, PLAIN, ServedModel, as_tensor, to_rgb_array
-from i2i.translate import read_input
 
 try:
     import gradio as gr

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from i2i.assembly.host import PluginHost
 from i2i.palette import Palette, find_palette
-from i2i.plugins import PluginHost
 
 #: A registered palette fits a data set when this share of its input pixels lies within
 #: ``MATCH_DISTANCE`` (RGB units) of a palette colour; JPEG label maps blur class edges, so not all do

@@ -1,6 +1,6 @@
 """A trained generator ready to answer one image at a time, the way ``i2i translate`` does.
 
-Loading, fitting the image to the network and restoring its size are :mod:`i2i.translate`'s own
+Loading, fitting the image to the network and restoring its size are :mod:`i2i.inference.translate`'s own
 functions, so the page shows exactly the pixels ``i2i translate`` writes for the same input and
 settings. Several outputs per input come from the registered samplers (test-time dropout, latent
 codes, ...), drawn by the diversity protocol's :func:`~i2i.diversity.protocol.draw`.
@@ -18,15 +18,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from i2i.build import build_dataset, pick_device
-from i2i.checkpoint import load_checkpoint
+from i2i.assembly.build import build_dataset, pick_device
+from i2i.assembly.host import PluginHost
+from i2i.data.imaging import resize, to_pil, to_pixels, to_signed
 from i2i.diversity.protocol import draw
 from i2i.errors import DataError, I2IError
-from i2i.evaluate import generator_from_checkpoint
-from i2i.imaging import resize, to_pil, to_pixels, to_signed
-from i2i.plugins import PluginHost
+from i2i.inference.evaluate import generator_from_checkpoint
+from i2i.inference.translate import read_input, size_multiple, translate_tensor
+from i2i.runs.checkpoint import load_checkpoint
 from i2i.sampling import Sampler, check_mode
-from i2i.translate import read_input, size_multiple, translate_tensor
 
 #: Inputs with a longer side are scaled down first (with a note): a phone photo would take
 #: seconds on a CPU and gigabytes of activations.

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from i2i.data import EpochSampler, _mix
+from i2i.data.order import EpochSampler, _mix
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from i2i import hookimpl
-from i2i.datascan import LARGE_PIXELS, ItemProblem, ScanResult, image_header
+from i2i.data.scan import LARGE_PIXELS, ItemProblem, ScanResult, image_header
 from i2i.errors import DataError, suggest
 from i2i.schema import CheckContext, Range, recipe_check
 from i2i.speed.device_data import Geometry
@@ -451,7 +451,7 @@ class _ImageDataset(Dataset):
         return None
 
     def scan(self) -> ScanResult:
-        """Header-check every file of the split (see :mod:`i2i.datascan`)."""
+        """Header-check every file of the split (see :mod:`i2i.data.scan`)."""
         items = self.item_files()
         result = ScanResult(items=len(items))
         large = []

@@ -36,9 +36,9 @@ class Segmenter:
     """A trained segmentation generator with its palette and training size."""
 
     def __init__(self, weights: str, device: str) -> None:
-        from i2i.build import pick_device
-        from i2i.plugins import get_host
-        from i2i.weights import load_generator
+        from i2i.assembly.build import pick_device
+        from i2i.assembly.host import get_host
+        from i2i.inference.weights import load_generator
         from i2i_pix2pix.palettes import get_palette
 
         path = Path(weights).expanduser() if weights else SHIPPED

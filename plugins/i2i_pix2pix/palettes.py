@@ -8,7 +8,7 @@ labelled data set can bring its own::
     {"classes": [{"name": "road", "colour": "#804080"}, {"name": "car", "colour": "#00008e"}]}
 
 Images handed to :meth:`Palette.quantise` are RGB in [0, 1] (float) or 0..255 (``uint8``), the
-forms :func:`i2i_pix2pix.datasets.read_image` and :func:`i2i.imaging.to_unit` give.
+forms :func:`i2i_pix2pix.datasets.read_image` and :func:`i2i.data.imaging.to_unit` give.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from i2i.checkpoint import load_checkpoint
+from i2i.assembly.host import PluginHost
 from i2i.errors import I2IError
-from i2i.evaluate import generator_from_checkpoint
-from i2i.outputs import output_folder
-from i2i.plugins import PluginHost
-from i2i.translate import size_multiple
+from i2i.inference.evaluate import generator_from_checkpoint
+from i2i.inference.translate import size_multiple
+from i2i.runs.checkpoint import load_checkpoint
+from i2i.runs.outputs import output_folder
 
 FORMATS = ("torchscript", "onnx", "safetensors")
 
@@ -82,7 +82,7 @@ def export_generator(
         else:
             results.append(_export_onnx(module, inputs, expected, out_dir, latent, tolerance))
     if "safetensors" in formats:
-        from i2i.weights import load_generator, save_generator
+        from i2i.inference.weights import load_generator, save_generator
 
         path = save_generator(state, G, out_dir / "generator.safetensors", half=half)
         reloaded, _ = load_generator(path, host, torch.device("cpu"))

@@ -137,8 +137,8 @@ def run_variant(recipe: dict[str, Any], variant: Variant, options: dict[str, Any
     """Build the run for ``variant`` in this process, then time it; returns the measurements."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from i2i.plugins import get_host
-    from i2i.training import Trainer
+    from i2i.assembly.host import get_host
+    from i2i.training.trainer import Trainer
 
     recipe = copy.deepcopy(recipe)
     recipe["speed"] = {**recipe.get("speed", {}), **ALL_OFF, **variant.speed}
@@ -216,7 +216,7 @@ def _max_rel_diff(a: list[dict[str, float]], b: list[dict[str, float]]) -> float
 def _child(recipe: dict[str, Any], variant: Variant, options: dict[str, Any]) -> dict[str, Any]:
     spec = json.dumps({"recipe": recipe, "variant": asdict(variant), "options": options})
     proc = subprocess.run(
-        [sys.executable, "-m", "i2i.bench"], input=spec, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "i2i.training.bench"], input=spec, capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -236,7 +236,7 @@ def bench(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Measure ``recipe`` (resolved) on its device; returns the summary that ``--json`` writes."""
-    from i2i.build import pick_device
+    from i2i.assembly.build import pick_device
 
     console = console or Console(stderr=True)
     device = pick_device(recipe["experiment"]["device"])

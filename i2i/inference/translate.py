@@ -16,13 +16,13 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import Progress
 
-from i2i.build import pick_device
-from i2i.checkpoint import load_checkpoint
+from i2i.assembly.build import pick_device
+from i2i.assembly.host import PluginHost
+from i2i.data.imaging import resize, save_image, to_signed
 from i2i.errors import DataError, I2IError
-from i2i.evaluate import generator_from_checkpoint
-from i2i.imaging import resize, save_image, to_signed
-from i2i.outputs import output_folder
-from i2i.plugins import PluginHost
+from i2i.inference.evaluate import generator_from_checkpoint
+from i2i.runs.checkpoint import load_checkpoint
+from i2i.runs.outputs import output_folder
 from i2i.sampling import generate
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -89,7 +89,7 @@ def fit_to_network(
 ) -> tuple[torch.Tensor, tuple[int, int], list[str]]:
     """Make ``x`` (``uint8`` 0..255 or float 0..1, as :func:`read_input` gives) fit the network:
     resize to ``size`` if asked, up to ``multiple`` if smaller, map to [-1, 1], then reflect-pad to
-    a multiple. Resizing is the datasets' (:func:`i2i.imaging.resize`), so that ``--size`` at the
+    a multiple. Resizing is the datasets' (:func:`i2i.data.imaging.resize`), so that ``--size`` at the
     training crop size feeds G what evaluation does. Returns the image, its size before padding,
     and notes."""
     _, h, w = x.shape

@@ -23,16 +23,16 @@ from rich.progress import Progress
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from i2i.build import build_dataset, build_generator, build_metrics, describe_split, pick_device
-from i2i.checkpoint import load_checkpoint
-from i2i.datascan import check_split
+from i2i.assembly.build import build_dataset, build_generator, build_metrics, describe_split, pick_device
+from i2i.assembly.host import PluginHost
+from i2i.assembly.recipe import Recipe
+from i2i.data.imaging import save_triplet_grid, to_pixels, to_unit
+from i2i.data.scan import check_split
 from i2i.errors import CheckpointError, I2IError
-from i2i.imaging import save_triplet_grid, to_pixels, to_unit
 from i2i.metrics import Metric
-from i2i.outputs import output_folder
-from i2i.plugins import PluginHost
-from i2i.recipe import Recipe
-from i2i.report import write_gallery
+from i2i.reports.run_report import write_gallery
+from i2i.runs.checkpoint import load_checkpoint
+from i2i.runs.outputs import output_folder
 from i2i.sampling import generate, latent_dim
 
 MODES = ("eval", "train")

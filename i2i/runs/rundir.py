@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from i2i.errors import I2IError, RunLocked
-from i2i.outputs import blocking_file
-from i2i.plugins import PluginHost
-from i2i.recipe import Recipe
+from i2i.runs.outputs import blocking_file
+from i2i.assembly.host import PluginHost
+from i2i.assembly.recipe import Recipe
 
 try:
     import fcntl

@@ -17,8 +17,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+from i2i.assembly.host import PluginHost
 from i2i.errors import I2IError, RecipeError, suggest
-from i2i.plugins import PluginHost
 from i2i.schema import (
     CheckContext,
     Param,

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.build import build_generator
-from i2i.checkpoint import load_checkpoint
+from i2i.assembly.build import build_generator
+from i2i.assembly.host import PluginHost
+from i2i.assembly.recipe import Recipe
 from i2i.errors import CheckpointError
-from i2i.evaluate import generator_from_checkpoint
-from i2i.plugins import PluginHost
-from i2i.recipe import Recipe
+from i2i.inference.evaluate import generator_from_checkpoint
+from i2i.runs.checkpoint import load_checkpoint
 
 SUFFIX = ".safetensors"
 FORMAT = "i2i-generator"

@@ -24,8 +24,8 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from i2i import __version__, distributed
-from i2i.build import (
+from i2i import __version__
+from i2i.assembly.build import (
     Model,
     build_dataset,
     build_metrics,
@@ -34,18 +34,26 @@ from i2i.build import (
     describe_split,
     loss_parameters,
 )
-from i2i.checkpoint import load_checkpoint, save_checkpoint
-from i2i.datascan import check_split
-from i2i.divergence import DivergenceGuard
+from i2i.assembly.host import PluginHost
+from i2i.assembly.recipe import Recipe, dumps, resolve
+from i2i.assembly.schedules import step_scheduler
+from i2i.data.imaging import save_triplet_grid
+from i2i.data.scan import check_split
 from i2i.errors import CheckpointError, DataError, I2IError
-from i2i.imaging import save_triplet_grid
 from i2i.losses import StepContext
-from i2i.plugins import PluginHost
-from i2i.progress import TrainingProgress
-from i2i.recipe import Recipe, dumps, resolve
-from i2i.rundir import RunLock, check_resume_dir, forget_after, new_run_dir, plugins_used, remove_new_run_dir
+from i2i.parallel import distributed
+from i2i.reports.progress import TrainingProgress
+from i2i.runs.checkpoint import load_checkpoint, save_checkpoint
+from i2i.runs.rundir import (
+    RunLock,
+    check_resume_dir,
+    forget_after,
+    new_run_dir,
+    plugins_used,
+    remove_new_run_dir,
+)
 from i2i.sampling import generate
-from i2i.schedules import step_scheduler
+from i2i.training.divergence import DivergenceGuard
 
 #: Logged values shown next to the progress bar (all of them go to the log).
 SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")

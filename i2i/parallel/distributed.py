@@ -27,9 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from i2i.data import EpochSampler, _mix
+from i2i.data.order import EpochSampler, _mix
 from i2i.errors import I2IError
-from i2i.launch import launched
+from i2i.parallel.launch import launched
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from i2i import distributed
-from i2i.data import EpochSampler, SeededItems
-from i2i.datascan import check_split
+from i2i.assembly.host import PluginHost
+from i2i.assembly.recipe import HOST_SETTINGS, Recipe
+from i2i.assembly.schedules import make_scheduler
+from i2i.data.order import EpochSampler, SeededItems
+from i2i.data.scan import check_split
 from i2i.errors import DataError, I2IError
 from i2i.losses import Loss
 from i2i.metrics import Metric
 from i2i.nn_init import init_weights
-from i2i.plugins import PluginHost
-from i2i.recipe import HOST_SETTINGS, Recipe
+from i2i.parallel import distributed
 from i2i.sampling import latent_dim
-from i2i.schedules import make_scheduler
 from i2i.speed.device_data import DecodedLoader, supports_decoded_cache
 from i2i.speed.options import decide
 from i2i.speed.step import StepSpeed, prepare_step

@@ -391,8 +391,8 @@ def _progress_section(entries: list[dict]) -> str:
 
 def _stored_recipe(run_dir: Path) -> dict[str, Any] | None:
     """The recipe inside ``checkpoints/latest.pt``: what actually ran (None when unreadable)."""
-    from i2i.checkpoint import load_checkpoint
     from i2i.errors import CheckpointError
+    from i2i.runs.checkpoint import load_checkpoint
 
     path = run_dir / "checkpoints" / "latest.pt"
     if not path.is_file():
@@ -405,7 +405,7 @@ def _stored_recipe(run_dir: Path) -> dict[str, Any] | None:
 
 def _recipe_section(run_dir: Path, recipe_text: str) -> str:
     """The run's recipe, taken from its checkpoint when ``recipe.toml`` was edited after the run."""
-    from i2i.recipe import dumps
+    from i2i.assembly.recipe import dumps
 
     stored = _stored_recipe(run_dir)
     try:

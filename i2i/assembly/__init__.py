@@ -1,0 +1,1 @@
+"""From a recipe to objects: the plugin host, recipe loading and checks, building components."""

@@ -1,0 +1,1 @@
+"""Datasets' machinery: replayable order and jitter, file checks, downloads, pixel conversions."""

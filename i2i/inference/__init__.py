@@ -1,0 +1,1 @@
+"""Using a trained generator: loading, evaluation, translation, export."""

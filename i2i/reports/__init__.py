@@ -1,0 +1,1 @@
+"""What people look at: HTML reports, loss curves, galleries, progress bars."""
