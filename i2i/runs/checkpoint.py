@@ -72,6 +72,12 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
             )
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not one
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: {_what_it_is(path)}. i2i checkpoints are the .pt "
+            "files 'i2i run' writes (RUN_DIR/checkpoints/latest.pt or epoch_N.pt); give one of those "
+            "or the run directory."
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
@@ -83,8 +89,11 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
             f"(loading it could run arbitrary code). Only checkpoints written by i2i are accepted. "
             f"Detail: {lines[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {exc}") from None
+    except Exception as exc:  # a damaged archive makes the unpickler fail in many ways (KeyError, ...)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {detail}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not an i2i checkpoint.")
     if state.get("format_version", 0) > FORMAT_VERSION:
@@ -103,3 +112,24 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
         )
     state["path"] = str(path)
     return state
+
+
+def _what_it_is(path: Path) -> str:
+    """A few words on a file that is not a zip archive, for the error that refuses it."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "the file is empty (a write that never finished?)"
+    if head.startswith(b"PK"):
+        return "a zip archive that is truncated or corrupt"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        cut = len(head) == 4096 and exc.start >= len(head) - 3  # a character split by the read
+        text = head[: exc.start].decode("utf-8") if cut else None
+    if text is not None and "\x00" not in text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "it is a text file, not a PyTorch checkpoint"
+    return "it is not a PyTorch checkpoint archive (truncated, corrupt or another kind of file)"

@@ -1,0 +1,64 @@
+"""User mistakes end with exit 1 and one paragraph; each exit code means one class of outcome."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from i2i.cli import main
+from i2i.errors import CheckpointError
+from i2i.runs.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "facades_mini"
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    """Exit code and stdout+stderr of ``i2i ARGS``."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+# -- files that are not checkpoints at all --------------------------------------------------------
+#: Text whose bytes the weights-only unpickler reads as opcodes: each made torch.load raise
+#: something other than an UnpicklingError (KeyError, IndexError, struct.error, UnicodeDecodeError).
+NOT_CHECKPOINTS = {
+    "notes.txt": b"just some notes\n",
+    "readme.md": b"# A run\n\nTrained on facades.\n",
+    "recipe.toml": b'[experiment]\nname = "x"\n',
+    "index.pt": b"sP:,^#QW",  # IndexError
+    "struct.pt": b"GF",  # struct.error
+    "unicode.pt": b"U%3\x03\x84\xb6V\n",  # UnicodeDecodeError
+    "memo.pt": b"h(@",  # KeyError
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_CHECKPOINTS))
+def test_a_file_that_is_not_a_checkpoint_is_refused_with_its_name(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(NOT_CHECKPOINTS[name])
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["eval", "translate"])
+def test_eval_and_translate_refuse_a_text_file_as_checkpoint(command, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just some notes\n")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(SAMPLE / "test" / sorted(os.listdir(SAMPLE / "test"))[0], inputs / "a.jpg")
+    args = {"eval": [str(notes)], "translate": [str(notes), str(inputs), str(tmp_path / "o")]}[command]
+    code, text = cli(capsys, command, *args)
+    assert code == 1, text
+    assert "Internal error" not in text and "notes.txt is not a readable checkpoint" in " ".join(text.split())
+    assert "text file" in text
