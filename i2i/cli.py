@@ -579,8 +579,15 @@ def data_verify(
         raise I2IError(f"{target}: the data of split(s) {', '.join(unusable)} cannot be used as it is.{hint}")
 
 
+#: Exit codes, one per class of outcome (docs/reliability.md#exit-codes). 0 is success.
+EXIT_USER_ERROR = 1  # a problem with the user's input: one paragraph naming the file or key
+EXIT_USAGE = 2  # the command line itself (unknown option or command, missing argument): click's code
+EXIT_INTERNAL = 3  # a bug in i2i or a plugin
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; what was finished is kept (a run prints how to resume)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one paragraph on stderr and exit code 1."""
+    """Entry point: user errors become one paragraph on stderr and exit code 1 (codes above)."""
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get(DEBUG_ENV, "") not in (
         "",
         "0",
@@ -591,10 +598,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         err.print("Interrupted.")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except OSError as exc:  # the file system refused: the user's files or disk, not a bug
         if debug:
             raise
@@ -603,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print(
             f"[bold red]Error:[/bold red] {escape(describe_os_error(exc))}", highlight=False, soft_wrap=True
         )
-        sys.exit(1)
+        sys.exit(EXIT_USER_ERROR)
     except Exception as exc:  # an internal error: keep it short unless asked
         if debug:
             raise
@@ -613,4 +620,4 @@ def main(argv: list[str] | None = None) -> None:
             "traceback, and please report it.",
             highlight=False,
         )
-        sys.exit(2)
+        sys.exit(EXIT_INTERNAL)

@@ -4,7 +4,7 @@ Each example is a consistent tiny recipe (sizes, depths and filters that fit tog
 one or two values replaced by nonsense from the classes of issue 9. The property: a recipe
 with no nonsense is accepted (exit 0) and builds networks that run on a crop-sized image; a recipe
 with nonsense is refused with exit 1 and a problem naming every replaced key; nothing ever ends
-in an internal error (exit 2). ``pytest --hypothesis-show-statistics`` prints how often each class
+in an internal error (exit 3). ``pytest --hypothesis-show-statistics`` prints how often each class
 came up (the figures in docs/reliability.md).
 """
 

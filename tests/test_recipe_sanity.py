@@ -1,7 +1,7 @@
 """Recipes that parse and type-check but make no sense are refused by ``i2i validate``.
 
 Each case is one class of nonsense from issue 9, checked through the command line: exit 1 and a
-problem naming the key and the allowed range, never an internal error (exit 2).
+problem naming the key and the allowed range, never an internal error (exit 3).
 """
 
 from __future__ import annotations

@@ -62,3 +62,35 @@ def test_eval_and_translate_refuse_a_text_file_as_checkpoint(command, tmp_path, 
     assert code == 1, text
     assert "Internal error" not in text and "notes.txt is not a readable checkpoint" in " ".join(text.split())
     assert "text file" in text
+
+
+# -- exit codes: one per class of outcome (docs/reliability.md#exit-codes) -------------------------
+def _raise(exc: BaseException):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail
+
+
+def test_exit_codes_tell_the_classes_of_outcome_apart(tmp_path, capsys, monkeypatch):
+    from i2i import cli as cli_module
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[experiment]\n")
+    # 1: a mistake in the user's input (here a missing recipe), one paragraph naming the file.
+    code, text = cli(capsys, "validate", str(tmp_path / "missing.toml"))
+    assert code == cli_module.EXIT_USER_ERROR == 1 and "missing.toml" in text and "Traceback" not in text
+    # 2: the command line itself is wrong (click's usage errors): unknown option, command, argument.
+    for args in (["run", "--bogus"], ["bogus"], ["eval"], ["run", str(recipe), "--nproc", "0"]):
+        code, text = cli(capsys, *args)
+        assert code == cli_module.EXIT_USAGE == 2, (args, text)
+        assert "Usage:" in text and "Internal error" not in text
+    # 3: a bug in i2i or a plugin, told apart from both.
+    monkeypatch.setattr("i2i.assembly.recipe.load_recipe", _raise(RuntimeError("a bug")))
+    code, text = cli(capsys, "validate", str(recipe))
+    assert code == cli_module.EXIT_INTERNAL == 3
+    assert "Internal error: RuntimeError: a bug" in text and "please report it" in text
+    # 130: interrupted (Ctrl-C), as a shell reports a SIGINT.
+    monkeypatch.setattr("i2i.assembly.recipe.load_recipe", _raise(KeyboardInterrupt()))
+    code, text = cli(capsys, "validate", str(recipe))
+    assert code == cli_module.EXIT_INTERRUPTED == 130 and "Error" not in text
