@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from i2i.errors import DataError, I2IError
+from i2i.errors import I2IError
 
 DEBUG_ENV = "I2I_DEBUG"
 
@@ -56,12 +56,28 @@ def _host():
     return get_host()
 
 
-def _resolve(recipe_path: Path, overrides: list[str] | None):
-    from i2i.assembly.recipe import load_recipe, resolve
+def show_table(table: Table) -> None:
+    """A table on stdout; without a terminal (a pipe, a file) as wide as its content, so that no
+    name or value is ever cut to fit 80 columns."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.measure import Measurement
 
-    host = _host()
-    recipe = resolve(load_recipe(recipe_path, overrides), host, source=str(recipe_path))
-    return recipe, host
+    width = Measurement.get(out, out.options.update(width=100_000), table).maximum
+    before = out.width
+    out.width = max(width, before)
+    try:
+        out.print(table)
+    finally:
+        out.width = before
+
+
+def _provided_by(entry: dict) -> str:
+    """The distribution and version that installed a plugin, or the plugin's name without one."""
+    if entry["package"]:
+        return f"{entry['package']} {entry['version'] or ''}".strip()
+    return entry["plugin"]
 
 
 @app.command("list-plugins")
@@ -69,47 +85,26 @@ def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List installed components, the package providing each, and plugins that failed to load."""
-    host = _host()
-    components = host.components()
+    from i2i.workflows.preflight import plugin_listing
+
+    listing = plugin_listing(_host())
     if as_json:
-        payload = {
-            "components": [
-                {
-                    "kind": c.kind,
-                    "name": c.name,
-                    "plugin": c.provider.plugin,
-                    "package": c.provider.distribution,
-                    "version": c.provider.version,
-                    "description": c.description,
-                }
-                for c in components
-            ],
-            "failed": [
-                {
-                    "plugin": f.plugin,
-                    "package": f.provider.distribution,
-                    "version": f.provider.version,
-                    "stage": f.stage,
-                    "reason": f.reason,
-                }
-                for f in host.failures
-            ],
-        }
-        out.print_json(json.dumps(payload))
+        out.print_json(json.dumps(listing))
         return
     table = Table(title="i2i components")
     for col in ("kind", "name", "provided by", "description"):
         table.add_column(col)
-    for c in components:
-        table.add_row(c.kind, c.name, escape(f"{c.provider} ({c.provider.plugin})"), escape(c.description))
-    out.print(table)
-    if host.failures:
+    for c in listing["components"]:
+        provider = f"{_provided_by(c)} ({c['plugin']})"
+        table.add_row(c["kind"], c["name"], escape(provider), escape(c["description"]))
+    show_table(table)
+    if listing["failed"]:
         failed = Table(title="Plugins that failed to load", title_style="bold red")
         for col in ("plugin", "package", "while", "reason"):
             failed.add_column(col)
-        for f in host.failures:
-            failed.add_row(f.plugin, escape(str(f.provider)), escape(f.stage), escape(f.reason))
-        out.print(failed)
+        for f in listing["failed"]:
+            failed.add_row(f["plugin"], escape(_provided_by(f)), escape(f["stage"]), escape(f["reason"]))
+        show_table(failed)
         out.print(
             "Set I2I_STRICT_PLUGINS=1 to make these failures stop i2i with an error "
             "(add --debug for the traceback); I2I_DISABLE_PLUGINS=name skips a plugin."
@@ -123,34 +118,24 @@ def validate(
     show: Annotated[bool, typer.Option("--show", help="Print the resolved recipe.")] = False,
 ) -> None:
     """Check a recipe without running it; every problem is reported at once."""
-    from i2i.assembly.recipe import dumps, load_recipe
-    from i2i.diversity.config import is_experiment, load_experiment
+    from i2i.workflows.preflight import validate as check
 
-    if is_experiment(load_recipe(recipe, set_)):
-        experiment = load_experiment(recipe, _host(), set_)
-        for variant in experiment.variants:
-            if show:
-                out.print(f"# variant {variant.name}")
-                out.print(escape(dumps(variant.recipe)))
-        names = ", ".join(v.name for v in experiment.variants)
+    result = check(recipe, _host(), set_)
+    if show:
+        out.print(escape(result.dumps()))
+    if result.experiment:
+        names = ", ".join(result.recipes)
         out.print(
             f"[green]{escape(str(recipe))} is a valid diversity experiment ({escape(names)}).[/green]",
             soft_wrap=True,
         )
         return
-    resolved, host = _resolve(recipe, set_)
-    if show:
-        out.print(escape(dumps(resolved)))
     out.print(f"[green]{escape(str(recipe))} is valid.[/green]")
-    root = resolved["data"].get("root")
-    if not (isinstance(root, str) and not Path(root).exists()):
-        from i2i.assembly.build import describe_plan
-
-        for line in describe_plan(resolved, host):
-            out.print(escape(line), soft_wrap=True)
-    if isinstance(root, str) and not Path(root).exists():
+    for line in result.plan:
+        out.print(escape(line), soft_wrap=True)
+    if result.missing_root is not None:
         out.print(
-            f"[yellow]Note: data.root {escape(root)!r} does not exist "
+            f"[yellow]Note: data.root {escape(result.missing_root)!r} does not exist "
             f"(relative to {escape(str(Path.cwd()))}); "
             "get the data with 'i2i data fetch NAME' or point at it with --set data.root=PATH.[/yellow]"
         )
@@ -178,77 +163,25 @@ def run(
     ] = 1,
 ) -> None:
     """Train a recipe, then evaluate it and write the run's HTML report."""
-    import shlex
+    from i2i.inference.evaluate import summary_table
+    from i2i.workflows.train import train
 
-    from i2i.inference.evaluate import evaluate_checkpoint, summary_table
-    from i2i.parallel import distributed
-    from i2i.parallel.launch import launch, launched, write_status
-    from i2i.reports.run_report import write_index
-    from i2i.training.trainer import start_run
-
-    if resume is not None:
-        from i2i.runs.rundir import check_resume_dir
-
-        check_resume_dir(resume)  # before its recipe.toml is looked for
-    if recipe is None:
-        if resume is None:
-            raise I2IError("i2i run needs a RECIPE file, or --resume RUN_DIR to continue a run.")
-        recipe = resume / "recipe.toml"  # the resolved recipe the run recorded, --set values included
-        if not recipe.is_file():
-            raise I2IError(
-                f"--resume {resume}: {recipe} does not exist, so the run's recipe is unknown (is "
-                f"{resume} a run directory made by 'i2i run'?). Name the recipe too: "
-                f"i2i run RECIPE --resume {resume}"
-            )
-    resolved, host = _resolve(recipe, set_)  # a bad recipe stops here, before any process starts
-    if nproc > 1 and not launched():  # start torchrun, which runs this command in each process
-        args = ["run", str(recipe), *(f"--set={s}" for s in set_ or [])]
-        args += (["--resume", str(resume)] if resume else []) + (["--no-progress"] if no_progress else [])
-        code = launch(nproc, args)
-        if code:
-            raise typer.Exit(code=code)
-        return
-    world = distributed.init(resolved["experiment"]["device"])  # rank 0 of 1 unless torchrun started us
-    trainer = start_run(resolved, host, resume_dir=resume, console=err, show_progress=not no_progress)
-    if world.is_main:
-        processes = f", {world.size} processes" if world.distributed else ""
-        err.print(
-            f"Run directory: [bold]{escape(str(trainer.run_dir))}[/bold] "
-            f"(device {trainer.device}{processes}, {trainer.total_steps():,} steps)"
-        )
-        if resume is not None and trainer.step >= trainer.total_steps():
-            err.print(
-                f"[yellow]This run is already complete (step {trainer.step:,} of {trainer.total_steps():,}): "
-                "nothing is trained; it is evaluated again and its report rewritten. To train longer, "
-                "raise train.epochs or train.max_steps with --set.[/yellow]",
-                soft_wrap=True,
-            )
-    result = trainer.run()
-    distributed.shutdown()  # the last collective is behind us; rank 0 evaluates alone (docs/training.md)
-    if not world.is_main:
-        raise typer.Exit(code=130 if result.interrupted else 0)
-    write_status({"run_dir": result.run_dir, "step": result.step, "interrupted": result.interrupted})
+    result = train(recipe, set_, resume=resume, nproc=nproc, progress=not no_progress, console=err)
+    if result.reported_elsewhere:  # a launcher, or a worker other than rank 0: rank 0 said it all
+        raise typer.Exit(code=result.exit_code)
     if result.interrupted:
-        write_index(result.run_dir)
-        again = ["i2i", "run", "--resume", str(result.run_dir)]  # its recipe.toml has --set
-        again = shlex.join(again + (["--nproc", str(world.size)] if world.distributed else []))
         err.print(
-            f"[yellow]Stopped at step {result.step}; checkpoint saved. Continue with:[/]\n  {escape(again)}",
+            f"[yellow]Stopped at step {result.step}; checkpoint saved. Continue with:[/]\n"
+            f"  {escape(result.resume_command or '')}",
             soft_wrap=True,
         )
         raise typer.Exit(code=130)
-    if resolved["train"]["evaluate"]:
-        try:
-            summaries = evaluate_checkpoint(result.run_dir, host, show_progress=not no_progress, console=err)
-            out.print(summary_table(summaries))
-        except DataError as exc:  # the model is trained and saved; only its evaluation is missing
-            err.print(
-                f"[yellow]Evaluation skipped: {escape(str(exc))} Evaluate later with "
-                f"'i2i eval {escape(str(result.run_dir))} --data-root PATH --split NAME'.[/yellow]",
-                soft_wrap=True,
-            )
-    page = write_index(result.run_dir)
-    out.print(f"Report: {escape(str(page))}")
+    if result.evaluation is not None:
+        show_table(summary_table(result.evaluation.summaries))
+    for note in result.notes:
+        err.print(f"[yellow]{escape(note)}[/yellow]", soft_wrap=True)
+    if result.report is not None:
+        out.print(f"Report: {escape(str(result.report))}")
 
 
 @app.command()
@@ -264,28 +197,18 @@ def diversity(
     """
     import shlex
 
-    from i2i.diversity.config import load_experiment
-    from i2i.diversity.experiment import DiversityExperiment, ExperimentStopped
+    from i2i.diversity.api import run_diversity
 
-    host = _host()
-    experiment = load_experiment(recipe, host, set_)
-    again = shlex.join(["i2i", "diversity", str(recipe), *(f"--set={s}" for s in set_ or [])])
-    err.print(
-        f"Diversity experiment [bold]{escape(experiment.name)}[/bold]: "
-        f"{len(experiment.variants)} variants, folder {escape(str(experiment.root))}"
-    )
     try:
-        runner = DiversityExperiment(experiment, host, console=err, show_progress=not no_progress)
-        page = runner.run()
-    except (ExperimentStopped, KeyboardInterrupt) as exc:
-        where = f" ({exc})" if isinstance(exc, ExperimentStopped) else ""
-        err.print(
-            f"[yellow]Stopped{escape(where)}; finished work is kept. Continue with:[/]\n  {escape(again)}"
-        )
+        result = run_diversity(recipe, set_, progress=not no_progress, console=err)
+    except KeyboardInterrupt:
+        again = shlex.join(["i2i", "diversity", str(recipe), *(f"--set={s}" for s in set_ or [])])
+        err.print(f"[yellow]Stopped; finished work is kept. Continue with:[/]\n  {escape(again)}")
         raise typer.Exit(code=130) from None
-    from i2i.diversity.report import CSV_NAME
-
-    out.print(f"Report: {escape(str(page))} (table: {escape(str(page.parent / CSV_NAME))})")
+    if result.interrupted:
+        err.print(f"[yellow]Continue with:[/]\n  {escape(result.resume_command)}")
+        raise typer.Exit(code=130)
+    out.print(f"Report: {escape(str(result.report))} (table: {escape(str(result.table))})")
 
 
 @app.command("eval")
@@ -306,37 +229,23 @@ def eval_(
     ] = None,
 ) -> None:
     """Translate a split with a trained generator and report L1, PSNR, SSIM (and more)."""
-    from i2i.inference.evaluate import evaluate_checkpoint, summary_table
-    from i2i.reports.run_report import write_index
+    from i2i.inference.evaluate import summary_table
+    from i2i.workflows.evaluate import evaluate
 
-    modes = {"": None, "both": ["eval", "train"], "eval": ["eval"], "train": ["train"]}
-    if mode not in modes:
-        raise I2IError(f"--mode {mode!r}: use eval, train or both.")
-    changes: dict = {"data": {}, "eval": {}}
-    if data_root:
-        changes["data"]["root"] = data_root
-    if split:
-        changes["eval"]["split"] = split
-    if max_items is not None:
-        changes["eval"]["max_items"] = max_items
-    if metrics:
-        names = [m.strip() for m in metrics.split(",") if m.strip()]
-        known = _host().registry("metric")
-        for name in names:
-            known.get(name)  # an unknown name stops here, with suggestions
-        changes["eval"]["metrics"] = names
-    summaries = evaluate_checkpoint(
+    result = evaluate(
         target,
-        _host(),
-        modes=modes[mode],
-        recipe_changes=changes,
+        mode=mode or None,
+        data_root=data_root,
+        split=split,
+        max_items=max_items,
+        metrics=metrics,
         out_dir=out_dir,
         device=device,
         console=err,
     )
-    out.print(summary_table(summaries))
-    if target.is_dir() and out_dir is None:
-        out.print(f"Report: {escape(str(write_index(target)))}")
+    show_table(summary_table(result.summaries))
+    if result.report is not None:
+        out.print(f"Report: {escape(str(result.report))}")
 
 
 @app.command()
@@ -415,13 +324,13 @@ def bench(
     """Time training and inference of RECIPE here, each speed-up against the plain path."""
     from i2i.training.bench import bench as run_bench
     from i2i.training.bench import describe_extras, table
+    from i2i.workflows.recipes import resolved as resolve
 
-    resolved, _ = _resolve(recipe, set_)
+    resolved = resolve(recipe, _host(), set_)
     summary = run_bench(
         resolved, steps=steps, repeats=repeats, warmup=warmup, console=err, show_progress=not no_progress
     )
-    # Wide enough for every column even in a log file (without a terminal rich assumes 80).
-    out.print(table(summary), width=None if out.is_terminal else 180)
+    show_table(table(summary))
     for line in describe_extras(summary):
         out.print(escape(line), highlight=False)
     if json_path is not None:
@@ -523,30 +432,16 @@ def data_verify(
         summary = verify_facades(target)
         out.print_json(json.dumps(summary, default=str))
         return
-    from i2i.assembly.build import build_dataset
-    from i2i.data.scan import verify_splits
+    from i2i.workflows.preflight import verify_data
 
-    recipe, host = _resolve(target, set_)
-    splits = list(dict.fromkeys(["train", recipe["eval"]["split"]]))
-    reports = verify_splits(lambda split: build_dataset(recipe, host, split), splits)
+    result = verify_data(target, _host(), set_)
     if as_json:
-        payload = [
-            {
-                "split": r.split,
-                "items": r.items,
-                "sizes": {f"{w}x{h}": n for (w, h), n in r.sizes.most_common()},
-                "bad": [{"path": str(p.path), "reason": p.reason} for p in r.bad],
-                "warnings": r.warnings,
-                "error": r.error,
-            }
-            for r in reports
-        ]
-        out.print_json(json.dumps({"recipe": str(target), "splits": payload}))
+        out.print_json(json.dumps(result.as_dict()))
     else:
-        table = Table(title=f"{recipe['data']['name']} data of {target}")
+        table = Table(title=f"{result.name} data of {target}")
         for col in ("split", "items", "image sizes (WxH: files)", "bad files", "status"):
             table.add_column(col)
-        for r in reports:
+        for r in result.reports:
             sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in r.sizes.most_common(3))
             if len(r.sizes) > 3:
                 sizes += f", ... ({len(r.sizes)} sizes)"
@@ -556,8 +451,8 @@ def data_verify(
                 else ("[red]bad files[/red]" if r.bad else "[green]ok[/green]")
             )
             table.add_row(r.split, str(r.items), sizes, str(len(r.bad)), status)
-        out.print(table)
-        for r in reports:
+        show_table(table)
+        for r in result.reports:
             if r.error:
                 out.print(f"[red]{escape(r.split)}:[/red] {escape(r.error)}", soft_wrap=True)
             for p in r.bad[:20]:
@@ -568,22 +463,16 @@ def data_verify(
                 out.print(f"[red]{escape(r.split)}:[/red] ... and {len(r.bad) - 20} more bad files")
             for w in r.warnings:
                 out.print(f"[yellow]{escape(r.split)}: {escape(w)}[/yellow]", soft_wrap=True)
-    unusable = [r.split for r in reports if r.error or r.bad]
-    if unusable:
-        train_bad = any(r.split == "train" and r.bad and not r.error for r in reports)
-        hint = (
-            " Fix or delete the bad files, or set data.skip_bad = true to leave them out."
-            if train_bad
-            else ""
-        )
-        raise I2IError(f"{target}: the data of split(s) {', '.join(unusable)} cannot be used as it is.{hint}")
+    problem = result.problem()
+    if problem is not None:
+        raise problem
 
 
-#: Exit codes, one per class of outcome (docs/reliability.md#exit-codes). 0 is success.
-EXIT_USER_ERROR = 1  # a problem with the user's input: one paragraph naming the file or key
-EXIT_USAGE = 2  # the command line itself (unknown option or command, missing argument): click's code
-EXIT_INTERNAL = 3  # a bug in i2i or a plugin
-EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; what was finished is kept (a run prints how to resume)
+#: Exit codes (docs/reliability.md): 2 is the command-line parser's own, for a usage error.
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> None:

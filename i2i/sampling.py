@@ -68,6 +68,18 @@ class Sampler:
         return type(self).__name__
 
 
+@torch.no_grad()
+def draw(generator: nn.Module, sampler: Sampler, image: Tensor, count: int, device: torch.device) -> Tensor:
+    """``count`` samples (K, C, H, W) of one input image (C, H, W) from a prepared generator."""
+    if sampler.batched:
+        batch = image.unsqueeze(0).expand(count, *image.shape).contiguous().to(device)
+        out = sampler.sample(generator, batch)
+    else:
+        single = image.unsqueeze(0).to(device)
+        out = torch.cat([sampler.sample(generator, single) for _ in range(count)])
+    return out.float().cpu()
+
+
 def check_mode(mode: str) -> str:
     if mode not in ("eval", "train"):
         raise I2IError(f"A sampler's mode must be 'eval' or 'train', got {mode!r}.")

@@ -22,7 +22,8 @@ from i2i.assembly.host import get_host
 from i2i.assembly.recipe import load_recipe, resolve
 from i2i.cli import app
 from i2i.data.imaging import make_grid_image
-from i2i.inference.evaluate import EVAL_MODE_BATCH, evaluate_checkpoint, generator_from_checkpoint
+from i2i.inference.evaluate import EVAL_MODE_BATCH, evaluate_checkpoint
+from i2i.inference.loading import generator_from_checkpoint
 from i2i.runs.checkpoint import load_checkpoint
 from i2i.sampling import generate
 from i2i.training.trainer import start_run

@@ -551,7 +551,7 @@ def test_translate_and_eval_keep_inputs_with_the_same_stem_apart(trained_run, tm
     Image.effect_noise((64, 32), 90).convert("RGB").save(src / "2.png")
     report = translate_folder(trained_run, src, tmp_path / "out", get_host())
     assert report.count == 3
-    assert sorted(os.listdir(tmp_path / "out")) == ["1.jpg.png", "1.png.png", "2.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["1-2.png", "1.png", "2.png"]
     [summary] = evaluate_checkpoint(
         trained_run,
         get_host(),
@@ -573,18 +573,19 @@ def test_translate_feeds_the_generator_what_eval_does(trained_run, tmp_path, mon
 
     seen: dict[str, list[torch.Tensor]] = {"translate": [], "eval": []}
 
-    def recording(module, key):
-        original = module.generator_from_checkpoint
+    def recording(module, key, loader):
+        original = getattr(module, loader)
 
         def build(*args, **kwargs):
-            G = original(*args, **kwargs)
+            loaded = original(*args, **kwargs)
+            G = getattr(loaded, "generator", loaded)
             G.register_forward_pre_hook(lambda _m, inputs: seen[key].append(inputs[0].detach().clone()))
-            return G
+            return loaded
 
-        monkeypatch.setattr(module, "generator_from_checkpoint", build)
+        monkeypatch.setattr(module, loader, build)
 
-    recording(i2i.inference.translate, "translate")
-    recording(i2i.inference.evaluate, "eval")
+    recording(i2i.inference.translate, "translate", "load_trained")
+    recording(i2i.inference.evaluate, "eval", "generator_from_checkpoint")
     src = tmp_path / "data" / "test"
     src.mkdir(parents=True)
     Image.effect_noise((600, 300), 80).convert("RGB").save(src / "big.png")  # shrunk 300 -> 32

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from i2i.data.imaging import to_unit
 from i2i.diversity.measures import PairwiseMeasure, average, diversity_of, quality_of
 from i2i.metrics import Metric
-from i2i.sampling import Sampler
+from i2i.sampling import Sampler, draw
 
 
 @dataclass
@@ -42,18 +42,6 @@ def protocol_record(settings: dict[str, Any], count: int, split: str) -> dict[st
         "metrics": [m["name"] for m in settings["metrics"]],
         "quality": [m["name"] for m in settings["quality"]],
     }
-
-
-@torch.no_grad()
-def draw(generator: nn.Module, sampler: Sampler, image: Tensor, count: int, device: torch.device) -> Tensor:
-    """``count`` samples (K, C, H, W) of one input image (C, H, W) from a prepared generator."""
-    if sampler.batched:
-        batch = image.unsqueeze(0).expand(count, *image.shape).contiguous().to(device)
-        out = sampler.sample(generator, batch)
-    else:
-        single = image.unsqueeze(0).to(device)
-        out = torch.cat([sampler.sample(generator, single) for _ in range(count)])
-    return out.float().cpu()
 
 
 def measure(

@@ -23,57 +23,26 @@ from rich.progress import Progress
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from i2i.assembly.build import build_dataset, build_generator, build_metrics, describe_split, pick_device
+from i2i.assembly.build import build_dataset, build_metrics, describe_split, pick_device
 from i2i.assembly.host import PluginHost
 from i2i.assembly.recipe import Recipe
 from i2i.data.imaging import save_triplet_grid, to_pixels, to_unit
 from i2i.data.scan import check_split
-from i2i.errors import CheckpointError, I2IError
+from i2i.errors import I2IError
+from i2i.inference.loading import generator_from_checkpoint
 from i2i.metrics import Metric
 from i2i.reports.run_report import write_gallery
 from i2i.runs.checkpoint import load_checkpoint
-from i2i.runs.outputs import output_folder
+from i2i.runs.outputs import output_folder, unique_name
 from i2i.sampling import generate, latent_dim
 
 MODES = ("eval", "train")
-
-
-def generator_from_checkpoint(
-    state: dict[str, Any], host: PluginHost, device: torch.device
-) -> torch.nn.Module:
-    """Rebuild the checkpoint's generator from its recipe through the registry, with its weights."""
-    try:
-        recipe, io = state["recipe"], state["io"]
-        G = build_generator(recipe, host, io["input_nc"], io["output_nc"])
-        G.load_state_dict(state["generator"])
-    except KeyError as exc:
-        raise CheckpointError(f"{state.get('path')} lacks {exc}: not a complete i2i checkpoint.") from None
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{state.get('path')}: the weights do not fit the generator its "
-            f"recipe describes: {str(exc).splitlines()[0]}"
-        ) from None
-    return G.to(device).eval()
 
 
 def _fmt(value: float) -> str:
     if math.isinf(value):
         return "inf"
     return f"{value:.4f}"
-
-
-def unique_name(name: str, taken: set[str]) -> str:
-    """``name``, or ``name-2``, ``name-3``... if an earlier item had it, and mark it taken.
-
-    Datasets name items by file stem, so ``1.jpg`` and ``1.png`` would otherwise share one row
-    name and one gallery image. Compared case-insensitively, as macOS and Windows file names are.
-    """
-    unique, n = name, 1
-    while unique.casefold() in taken:
-        n += 1
-        unique = f"{name}-{n}"
-    taken.add(unique.casefold())
-    return unique
 
 
 #: Images per forward pass in eval mode when the generator treats each image alone: batching there

@@ -10,7 +10,7 @@ import torch
 
 from i2i.assembly.host import PluginHost
 from i2i.errors import I2IError
-from i2i.inference.evaluate import generator_from_checkpoint
+from i2i.inference.loading import generator_from_checkpoint
 from i2i.inference.translate import size_multiple
 from i2i.runs.checkpoint import load_checkpoint
 from i2i.runs.outputs import output_folder
@@ -82,10 +82,11 @@ def export_generator(
         else:
             results.append(_export_onnx(module, inputs, expected, out_dir, latent, tolerance))
     if "safetensors" in formats:
-        from i2i.inference.weights import load_generator, save_generator
+        from i2i.inference.loading import load_trained
+        from i2i.inference.weights import save_generator
 
         path = save_generator(state, G, out_dir / "generator.safetensors", half=half)
-        reloaded, _ = load_generator(path, host, torch.device("cpu"))
+        reloaded = load_trained(path, host, torch.device("cpu")).generator
         again = (_WithLatent(reloaded) if latent else reloaded)(*inputs)
         diff = (again - expected).abs().max().item()
         allowed = 0.01 * max(1.0, expected.abs().max().item()) if half else tolerance

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +15,11 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import Progress
 
-from i2i.assembly.build import pick_device
 from i2i.assembly.host import PluginHost
 from i2i.data.imaging import resize, save_image, to_signed
 from i2i.errors import DataError, I2IError
-from i2i.inference.evaluate import generator_from_checkpoint
-from i2i.runs.checkpoint import load_checkpoint
-from i2i.runs.outputs import output_folder
+from i2i.inference.loading import load_trained
+from i2i.runs.outputs import output_folder, unique_name
 from i2i.sampling import generate
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -56,13 +53,7 @@ def read_input(path: Path, channels: int, large: list[str] | None = None) -> tor
                 w, h = img.size
                 large.append(f"{path.name} is {w}x{h} ({w * h / 1e6:.0f} megapixels)")
             img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.float32) / 65535.0
-                array = array[..., None]
-            else:
-                img = img.convert("L" if channels == 1 else "RGB")
-                array = np.array(img, dtype=np.uint8)
-                array = array[..., None] if array.ndim == 2 else array
+            return decode_image(img, channels, str(path))
     except Image.DecompressionBombError as exc:
         raise DataError(
             f"{path} is too large to open safely ({exc}); it may be a decompression bomb. "
@@ -70,12 +61,23 @@ def read_input(path: Path, channels: int, large: list[str] | None = None) -> tor
         ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path} is not a readable image: {exc}") from None
+
+
+def decode_image(img: Image.Image, channels: int, what: str) -> torch.Tensor:
+    """A loaded PIL image as :func:`read_input` returns a file's pixels (``what`` names it in errors)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img, dtype=np.float32) / 65535.0
+        array = array[..., None]
+    else:
+        img = img.convert("L" if channels == 1 else "RGB")
+        array = np.array(img, dtype=np.uint8)
+        array = array[..., None] if array.ndim == 2 else array
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     if tensor.shape[0] != channels:
         if tensor.shape[0] == 1:
             tensor = tensor.expand(channels, -1, -1)
         else:
-            raise DataError(f"{path} has {tensor.shape[0]} channels; the generator takes {channels}.")
+            raise DataError(f"{what} has {tensor.shape[0]} channels; the generator takes {channels}.")
     return tensor
 
 
@@ -128,20 +130,10 @@ def translate_tensor(
 
 
 def output_names(files: list[Path]) -> list[str]:
-    """``stem.png`` per input; inputs sharing a stem (``1.jpg``, ``1.png``) keep their extension
-    (``1.jpg.png``, ``1.png.png``) so that no output overwrites another. Names are compared
-    case-insensitively (``A.png`` and ``a.jpg`` collide on macOS and Windows)."""
-    stems = Counter(p.stem.casefold() for p in files)
-    names, taken = [], set()
-    for p in files:
-        base = p.name if stems[p.stem.casefold()] > 1 else p.stem
-        name, n = f"{base}.png", 1
-        while name.casefold() in taken:  # e.g. inputs 1.jpg, 1.png and 1.jpg.png
-            n += 1
-            name = f"{base}-{n}.png"
-        taken.add(name.casefold())
-        names.append(name)
-    return names
+    """``STEM.png`` per input, in order; a stem an earlier input had (``1.jpg``, then ``1.png``)
+    gets ``STEM-2.png``, as ``i2i eval`` names its rows and gallery images (:func:`unique_name`)."""
+    taken: set[str] = set()
+    return [f"{unique_name(p.stem, taken)}.png" for p in files]
 
 
 def check_not_overwriting(input_dir: Path, output_dir: Path, files: list[Path], names: list[str]) -> None:
@@ -186,10 +178,8 @@ def translate_folder(
     """
     if size is not None and size < 1:
         raise I2IError(f"--size {size}: must be a positive number of pixels.")
-    state = load_checkpoint(checkpoint)
-    recipe = state["recipe"]
-    dev = pick_device(device or recipe["experiment"]["device"])
-    G = generator_from_checkpoint(state, host, dev)
+    trained = load_trained(checkpoint, host, device)
+    recipe, dev, G = trained.recipe, trained.device, trained.generator
     if mode == "train":
         G = copy.deepcopy(G).train()
     elif mode != "eval":
@@ -204,7 +194,7 @@ def translate_folder(
     names = output_names(files)
     check_not_overwriting(input_dir, output_dir, files, names)
     output_folder(output_dir, "The output folder")
-    in_nc = state["io"]["input_nc"]
+    in_nc = trained.input_nc
     multiple = size_multiple(G)
     report = TranslateReport()
     large: list[str] = []

@@ -2,24 +2,22 @@
 
 A checkpoint carries optimiser state and the discriminator; this carries only what inference needs,
 optionally in half precision, and loading it cannot run code (safetensors holds tensors and
-strings only). :func:`load_generator` reads it, a checkpoint file or a run directory alike.
+strings only). :func:`read_export` reads it; :func:`i2i.inference.loading.load_trained` builds the
+generator from it, a checkpoint file or a run directory alike.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from i2i.assembly.build import build_generator
-from i2i.assembly.host import PluginHost
 from i2i.assembly.recipe import Recipe
 from i2i.errors import CheckpointError
-from i2i.inference.evaluate import generator_from_checkpoint
-from i2i.runs.checkpoint import load_checkpoint
 
 SUFFIX = ".safetensors"
 FORMAT = "i2i-generator"
@@ -47,13 +45,19 @@ def save_generator(state: dict[str, Any], generator: nn.Module, path: Path, *, h
     return path
 
 
-def load_generator(path: str | Path, host: PluginHost, device: torch.device) -> tuple[nn.Module, Recipe]:
-    """The generator (eval mode, float32) and its recipe, from a ``.safetensors`` export, a
-    checkpoint file or a run directory."""
+@dataclass
+class Export:
+    """What an export file holds: the generator's weights (float32), its recipe and channels."""
+
+    tensors: dict[str, torch.Tensor]
+    recipe: Recipe
+    io: dict[str, Any]
+    step: int | None
+
+
+def read_export(path: str | Path) -> Export:
+    """Read an ``i2i export --format safetensors`` file, refusing anything else with a clear message."""
     path = Path(path)
-    if path.suffix != SUFFIX:
-        state = load_checkpoint(path)
-        return generator_from_checkpoint(state, host, device), state["recipe"]
     if not path.is_file():
         raise CheckpointError(f"Generator weights {path} do not exist.")
     from safetensors import SafetensorError, safe_open
@@ -70,11 +74,8 @@ def load_generator(path: str | Path, host: PluginHost, device: torch.device) -> 
         recipe, io = json.loads(metadata["recipe"]), json.loads(metadata["io"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: its metadata is damaged ({exc}).") from None
-    G = build_generator(recipe, host, io["input_nc"], io["output_nc"])
-    try:
-        G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path}: the weights do not fit the generator its recipe describes: {str(exc).splitlines()[0]}"
-        ) from None
-    return G.to(device).eval(), recipe
+    if not isinstance(recipe, dict) or not isinstance(io, dict):
+        raise CheckpointError(f"{path}: its metadata is damaged (the recipe or io is not a table).")
+    step = metadata.get("step", "")
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return Export(floats, recipe, io, int(step) if step.isdigit() else None)

@@ -47,3 +47,18 @@ def describe_os_error(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"Permission denied for{where}: check who owns it."
     return f"Could not use{where}: {exc.strerror or exc}."
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... if an earlier item had it, and mark it taken.
+
+    ``i2i eval`` (rows and gallery images) and ``i2i translate`` (output files) name outputs this
+    one way: datasets name items by file stem, so ``1.jpg`` and ``1.png`` would otherwise share one
+    name. Compared case-insensitively, as macOS and Windows file names are.
+    """
+    unique, n = name, 1
+    while unique.casefold() in taken:
+        n += 1
+        unique = f"{name}-{n}"
+    taken.add(unique.casefold())
+    return unique

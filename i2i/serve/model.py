@@ -16,34 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
-from i2i.assembly.build import build_dataset, pick_device
+from i2i.assembly.build import build_dataset
 from i2i.assembly.host import PluginHost
 from i2i.data.imaging import resize, to_pil, to_pixels, to_signed
-from i2i.diversity.protocol import draw
 from i2i.errors import DataError, I2IError
-from i2i.inference.evaluate import generator_from_checkpoint
-from i2i.inference.translate import read_input, size_multiple, translate_tensor
-from i2i.runs.checkpoint import load_checkpoint
-from i2i.sampling import Sampler, check_mode
+from i2i.inference.loading import load_trained
+from i2i.inference.translate import read_input, translate_tensor
+from i2i.inference.translator import PLAIN, Translator
+from i2i.sampling import draw
 
 #: Inputs with a longer side are scaled down first (with a note): a phone photo would take
 #: seconds on a CPU and gigabytes of activations.
 MAX_SIDE = 1024
 MAX_SAMPLES = 8
-PLAIN = "translate"
-
-
-class TranslateSampler(Sampler):
-    """What ``i2i translate --mode MODE`` does: the network in that mode, a random code if it takes one."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = check_mode(mode)
-        self.batched = mode == "eval"  # train-mode batch norm: each sample is its own batch of one
-
-    def describe(self) -> str:
-        return f"as i2i translate --mode {self.mode}"
 
 
 @dataclass
@@ -81,7 +67,7 @@ def to_rgb_array(image: torch.Tensor) -> np.ndarray:
     return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
 
 
-class ServedModel:
+class ServedModel(Translator):
     """One trained generator, its samplers and its input rules; safe to call from several threads."""
 
     def __init__(
@@ -94,50 +80,20 @@ class ServedModel:
     ) -> None:
         """``size``: the side inputs are resized to for G, as ``i2i translate --size``; by default the
         training crop size (what the network saw), 0 for the input's own size."""
-        self.host = host
-        state = load_checkpoint(checkpoint)
-        self.recipe = state["recipe"]
-        self.path = state["path"]
-        self.device = pick_device(device or self.recipe["experiment"]["device"])
-        self.generator = generator_from_checkpoint(state, host, self.device)
-        self.input_nc, self.output_nc = int(state["io"]["input_nc"]), int(state["io"]["output_nc"])
-        if self.input_nc not in (1, 3) or self.output_nc not in (1, 3):
-            raise I2IError(
-                f"{self.path}: its generator maps {self.input_nc} to {self.output_nc} channels; the page "
-                "shows and draws pictures, so it serves generators with 1 or 3 channels in and out."
-            )
         if size is not None and size < 0:
             raise I2IError(f"--size {size}: give a side length in pixels, or 0 for the input's own size.")
-        crop = self.recipe["data"].get("crop_size")
-        #: What ``i2i translate --size`` gets: the training crop by default, ``None`` (0) for none.
-        self.size: int | None = (int(crop) if crop else None) if size is None else (size or None)
-        self.multiple = size_multiple(self.generator)
-        self.seed = int(self.recipe["experiment"]["seed"])
-        self.samplers = self._samplers(host, self.generator)
-        self._prepared: dict[str, nn.Module] = {}
+        trained = load_trained(checkpoint, host, device)
+        if trained.input_nc not in (1, 3) or trained.output_nc not in (1, 3):
+            raise I2IError(
+                f"{trained.path}: its generator maps {trained.input_nc} to {trained.output_nc} channels; "
+                "the page shows and draws pictures, so it serves generators with 1 or 3 channels in and out."
+            )
+        crop = trained.recipe["data"].get("crop_size")
+        super().__init__(trained, host, size=(int(crop) if crop else None) if size is None else size)
         self._lock = threading.Lock()
-
-    @staticmethod
-    def _samplers(host: PluginHost, generator: nn.Module) -> dict[str, Sampler]:
-        """``i2i translate``'s two modes, then every registered sampler that can diversify G."""
-        found: dict[str, Sampler] = {PLAIN: TranslateSampler("eval")}
-        found[f"{PLAIN}_train"] = TranslateSampler("train")
-        for component in host.registry("sampler"):
-            try:
-                sampler = component.build()
-                sampler.check(generator)
-            except (I2IError, TypeError):  # does not apply to this G, or needs parameters
-                continue
-            found[component.name] = sampler
-        return found
 
     def describe(self, name: str) -> str:
         return f"{name}: {self.samplers[name].describe()}"
-
-    def _net(self, name: str) -> nn.Module:
-        if name not in self._prepared:
-            self._prepared[name] = self.samplers[name].prepare(self.generator).to(self.device)
-        return self._prepared[name]
 
     def examples(self, count: int = 3) -> list[torch.Tensor]:
         """Up to ``count`` inputs (uint8 (C, H, W)) from the training recipe's data, test split
@@ -171,8 +127,7 @@ class ServedModel:
         Torch's RNG is seeded with ``seed`` (default: the recipe's, as ``i2i translate`` does)
         before sampling, so a seed always gives the same samples.
         """
-        if sampler not in self.samplers:
-            raise I2IError(f"Unknown sampler {sampler!r}; this generator offers {', '.join(self.samplers)}.")
+        self._sampler_name(sampler)
         if not 1 <= count <= MAX_SAMPLES:
             raise I2IError(f"Samples: {count}; choose 1 to {MAX_SAMPLES}.")
         if image.shape[0] != self.input_nc:

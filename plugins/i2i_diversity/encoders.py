@@ -24,7 +24,7 @@ from typing import Literal
 from i2i_pix2pix.generators import Norm, check_norm, check_positive, conv_bias, norm_layer
 from torch import Tensor, nn
 
-from i2i.errors import I2IError, suggest
+from i2i import I2IError, suggest
 
 EncoderKind = Literal["resnet", "conv"]
 ENCODER_KINDS: tuple[str, ...] = typing.get_args(EncoderKind)

@@ -33,9 +33,7 @@ from i2i_pix2pix.generators import (
 )
 from torch import Tensor, nn
 
-from i2i import hookimpl
-from i2i.errors import I2IError, suggest
-from i2i.schema import CheckContext, Range, recipe_check
+from i2i import CheckContext, I2IError, Range, hookimpl, recipe_check, suggest
 
 #: Size of the latent code z a recipe may ask for (BicycleGAN: 8).
 LatentSize = Annotated[int, Range(1, 1024)]

@@ -19,10 +19,7 @@ import torch.nn.functional as F
 from i2i_pix2pix.generators import Norm, check_norm, check_positive
 from torch import Tensor
 
-from i2i import Loss, StepContext, hookimpl
-from i2i.errors import I2IError, suggest
-from i2i.losses import call_frozen
-from i2i.nn_init import init_weights
+from i2i import I2IError, Loss, StepContext, call_frozen, hookimpl, init_weights, suggest
 from i2i_diversity.encoders import ENCODER_KINDS, EncoderKind, LatentEncoder, build_encoder
 
 GanMode = Literal["vanilla", "lsgan"]

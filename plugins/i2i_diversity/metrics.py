@@ -47,8 +47,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from i2i import Metric, hookimpl
-from i2i.errors import I2IError
+from i2i import I2IError, Metric, hookimpl
 
 BACKBONE_ENV = "I2I_LPIPS_BACKBONE"
 LINEAR_ENV = "I2I_LPIPS_LINEAR"

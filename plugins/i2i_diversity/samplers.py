@@ -20,9 +20,7 @@ import copy
 
 from torch import Tensor, nn
 
-from i2i import Sampler, hookimpl
-from i2i.errors import I2IError
-from i2i.sampling import check_mode, dropout_layers, latent_dim
+from i2i import I2IError, Sampler, check_mode, dropout_layers, hookimpl, latent_dim
 
 
 def with_zero_code(generator: nn.Module, inputs: Tensor) -> Tensor:

@@ -28,11 +28,19 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from i2i import hookimpl
-from i2i.data.scan import LARGE_PIXELS, ItemProblem, ScanResult, image_header
-from i2i.errors import DataError, suggest
-from i2i.schema import CheckContext, Range, recipe_check
-from i2i.speed.device_data import Geometry
+from i2i import (
+    LARGE_PIXELS,
+    CheckContext,
+    DataError,
+    Geometry,
+    ItemProblem,
+    Range,
+    ScanResult,
+    hookimpl,
+    image_header,
+    recipe_check,
+    suggest,
+)
 from i2i_pix2pix.palettes import Palette, get_palette
 
 Direction = Literal["AtoB", "BtoA"]

@@ -11,9 +11,7 @@ from typing import Annotated
 
 from torch import Tensor, nn
 
-from i2i import hookimpl
-from i2i.errors import I2IError
-from i2i.schema import CheckContext, Range, recipe_check
+from i2i import CheckContext, I2IError, Range, hookimpl, recipe_check
 from i2i_pix2pix.generators import Filters, Norm, check_norm, check_positive, conv_bias, norm_layer
 
 #: PatchGAN depth a recipe may ask for (pix2pix: 3, a 70x70 receptive field).

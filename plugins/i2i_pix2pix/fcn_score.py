@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from i2i import Metric, hookimpl
-from i2i.errors import I2IError
+from i2i import I2IError, Metric, hookimpl
 
 #: The facades segmenter shipped with i2i (trained by recipes/facades_segmenter.toml).
 SHIPPED = Path(__file__).parent / "weights" / "facades_segmenter.safetensors"
@@ -36,9 +35,7 @@ class Segmenter:
     """A trained segmentation generator with its palette and training size."""
 
     def __init__(self, weights: str, device: str) -> None:
-        from i2i.assembly.build import pick_device
-        from i2i.assembly.host import get_host
-        from i2i.inference.weights import load_generator
+        import i2i
         from i2i_pix2pix.palettes import get_palette
 
         path = Path(weights).expanduser() if weights else SHIPPED
@@ -49,8 +46,8 @@ class Segmenter:
                 '{ name = "fcn_pixel_acc", weights = "runs/facades_segmenter" } (a run directory, '
                 "a checkpoint or a .safetensors export). i2i never downloads it."
             )
-        self.device = pick_device(device)
-        self.net, recipe = load_generator(path, get_host(), self.device)
+        segmenter = i2i.load(path, device=device)
+        self.device, self.net, recipe = segmenter.device, segmenter.generator, segmenter.recipe
         spec = recipe.get("data", {}).get("target_palette", "")
         if not spec:
             raise I2IError(

@@ -14,9 +14,7 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor, nn
 
-from i2i import hookimpl
-from i2i.errors import I2IError, suggest
-from i2i.schema import CheckContext, Range, recipe_check
+from i2i import CheckContext, I2IError, Range, hookimpl, recipe_check, suggest
 
 Norm = Literal["batch", "instance", "none"]
 Padding = Literal["reflect", "replicate", "zero"]

@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from i2i import Loss, StepContext, hookimpl
-from i2i.errors import I2IError
-from i2i.schema import Range
+from i2i import I2IError, Loss, Range, StepContext, hookimpl
 
 GanMode = Literal["vanilla", "lsgan", "hinge", "wgangp"]
 

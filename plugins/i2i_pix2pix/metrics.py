@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from i2i import Metric, hookimpl
-from i2i.errors import I2IError
+from i2i import I2IError, Metric, hookimpl
 
 # -- per-image metrics -----------------------------------------------------------------------------
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from i2i import hookimpl
-from i2i.errors import DataError, suggest
-from i2i.palette import JSON_EXAMPLE, Palette, load_palette, make_palette
+from i2i import PALETTE_JSON_EXAMPLE as JSON_EXAMPLE
+from i2i import DataError, Palette, hookimpl, load_palette, make_palette, suggest
 
 __all__ = ["BUILTIN", "JSON_EXAMPLE", "Palette", "get_palette", "load_palette", "make_palette"]
 
