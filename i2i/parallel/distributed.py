@@ -304,6 +304,22 @@ def sync_batchnorm_wanted(setting: str, *nets: nn.Module | None) -> bool:
     return setting != "off" and _world.distributed and any(has_batchnorm(n) for n in nets)
 
 
+def no_forward_buffer_sync(parameters: Any = None) -> dict[str, bool]:
+    """DDP's options for "buffers from rank 0 once, never again before a forward".
+
+    Recent torch (2.14 has it) says so with ``forward_sync_buffers=False`` (the initial broadcast
+    stays); older releases only have ``broadcast_buffers=False``, which also skips the initial
+    broadcast, so :func:`replicate` then broadcasts the buffers itself.
+    """
+    import inspect
+
+    if parameters is None:
+        parameters = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    if "forward_sync_buffers" in parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
 class _Replica(nn.parallel.DistributedDataParallel):
     """DDP that also answers the wrapped network's own attributes (``latent_dim``, ``features``)."""
 
@@ -367,9 +383,13 @@ def replicate(
         return Replicas(generator, discriminator, loss_parameters)
     ids = [device.index] if device.type == "cuda" else None
     # Buffers are synced from rank 0 once, here; not again before every forward (see Replicas).
-    kwargs = dict(device_ids=ids, forward_sync_buffers=False)
+    kwargs = dict(device_ids=ids, **no_forward_buffer_sync())
     g = _Replica(generator, **kwargs)
     d = _Replica(discriminator, **kwargs) if discriminator is not None else None
+    if "broadcast_buffers" in kwargs:  # older torch skips the initial buffer broadcast too: do it here
+        for net in (generator, discriminator):
+            for buffer in net.buffers() if net is not None else ():
+                dist.broadcast(buffer.data, src=0)
     for p in loss_parameters:  # start from rank 0's values, as DDP does for G and D
         dist.broadcast(p.data, src=0)
     if _world.rank > 0:
