@@ -3,13 +3,17 @@
 Everything is kept in the experiment folder ``output_dir/name/``: each variant's ordinary run
 directory under ``variants/``, one JSON result per (variant, sampler) beside it, the real-pair
 reference, and the report. Rerunning the same command continues where it stopped: finished
-variants are not retrained and finished measurements are not redone (a result is reused only when
-its protocol and the model's training step still match).
+variants are not retrained and finished measurements are not redone: a result is reused only when
+its stored key still matches the model's weights, the data, every metric's and sampler's full
+settings and the protocol (see :mod:`i2i.diversity.cache`). A variant folder is never deleted:
+without ``checkpoints/latest.pt`` the variant continues from its newest readable ``epoch_N.pt``, or
+the experiment stops and says what the folder holds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +23,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from i2i.assembly.build import build_dataset, build_generator, build_metrics, pick_device
+from i2i.assembly.build import DATA_HOST_KEYS, build_dataset, build_generator, build_metrics, pick_device
 from i2i.assembly.host import PluginHost
+from i2i.diversity.cache import KEY_VERSION, component_settings, data_fingerprint, model_fingerprint, usable
 from i2i.diversity.config import Experiment, Variant
 from i2i.diversity.measures import pairwise_measures, real_reference
 from i2i.diversity.protocol import Inputs, measure, protocol_record
 from i2i.diversity.report import write_figure, write_report
-from i2i.errors import I2IError
+from i2i.errors import CheckpointError, I2IError
 from i2i.inference.evaluate import generator_from_checkpoint
 from i2i.reports.run_report import write_index
 from i2i.runs.checkpoint import load_checkpoint
@@ -33,6 +38,18 @@ from i2i.sampling import Sampler
 from i2i.training.trainer import changed_on_resume, start_run
 
 REFERENCE = "reference.json"
+#: What a result file and the reference must hold to be reused (besides a matching key).
+RESULT_FIELDS = {
+    "variant": str,
+    "label": str,
+    "sampler": str,
+    "sampler_description": str,
+    "mode": str,
+    "step": int,
+    "summary": dict,
+    "per_input": list,
+}
+REFERENCE_FIELDS = {"values": dict, "pairs": int, "images": int, "groups": int, "group_size": int}
 
 
 class ExperimentStopped(Exception):
@@ -63,11 +80,27 @@ def _build_samplers(variant: Variant, host: PluginHost) -> list[SamplerSpec]:
     return specs
 
 
-def _read_json(path: Path) -> Any:
+def _read_cache(path: Path) -> tuple[Any, str | None]:
+    """A cache file's content (None if there is none), and why it cannot be read if it cannot."""
+    if not path.exists():
+        return None, None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (OSError, ValueError) as exc:
+        return None, f"it is not readable JSON ({str(exc).splitlines()[0]})"
+
+
+def _describe_folder(folder: Path, limit: int = 12) -> str:
+    """What a folder holds, as relative paths (the first ``limit`` of them)."""
+    found = sorted(
+        str(p.relative_to(folder)) + ("/" if p.is_dir() else "")
+        for p in folder.rglob("*")
+        if p.name != ".lock"
+    )
+    if not found:
+        return "nothing"
+    more = f", ... ({len(found) - limit} more)" if len(found) > limit else ""
+    return ", ".join(found[:limit]) + more
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -107,6 +140,20 @@ class DiversityExperiment:
         self.protocol = protocol_record(
             self.settings, min(self.settings["inputs"], len(self.dataset)), self.settings["split"]
         )
+        data = data_fingerprint(experiment.base["data"], DATA_HOST_KEYS, self.settings["split"], self.dataset)
+        metrics = [component_settings(host, "metric", m) for m in self.settings["metrics"]]
+        #: What every cached number depends on besides the model and the sampler (i2i.diversity.cache).
+        self.cache_key = {
+            "version": KEY_VERSION,
+            "protocol": self.protocol,
+            "data": data,
+            "metrics": metrics,
+            "quality": [component_settings(host, "metric", m) for m in self.settings["quality"]],
+            "device": self.device.type,
+            "figure": [self.settings["figure_inputs"], self.settings["figure_samples"]],
+        }
+        protocol = {k: self.protocol[k] for k in ("inputs", "samples", "seed", "split", "pairing")}
+        self.reference_key = {"version": KEY_VERSION, "protocol": protocol, "data": data, "metrics": metrics}
 
     # -- set-up ----------------------------------------------------------------------------------
     def _check_samplers(self) -> None:
@@ -135,6 +182,13 @@ class DiversityExperiment:
             [str(it["name"]) for it in items],
         )
 
+    def _note_unusable(self, path: Path, why: str) -> None:
+        self.console.print(
+            f"[yellow]Note: {path} cannot be used as a cached result ({why}); it is measured again "
+            "and the file rewritten.[/yellow]",
+            soft_wrap=True,
+        )
+
     def _progress(self) -> Progress:
         return Progress(
             TextColumn("[bold]{task.description}"),
@@ -148,12 +202,13 @@ class DiversityExperiment:
     # -- the real-pair reference -----------------------------------------------------------------
     def reference(self) -> dict[str, Any]:
         path = self.root / REFERENCE
-        key = {k: self.protocol[k] for k in ("samples", "seed", "split", "metrics")} | {
-            "inputs": self.protocol["inputs"]
-        }
-        cached = _read_json(path)
-        if cached and cached.get("protocol") == key:
+        key = self.reference_key
+        cached, unreadable = _read_cache(path)
+        reuse, malformed = usable(cached, key, REFERENCE_FIELDS)
+        if reuse:
             return cached
+        if unreadable or malformed:
+            self._note_unusable(path, unreadable or malformed)
         with self._progress() as bar:
             task = bar.add_task("real-pair reference: loading targets", total=len(self.dataset))
             targets = []
@@ -172,7 +227,7 @@ class DiversityExperiment:
             groups=count,
             seed=self.settings["seed"],
         )
-        payload = {"protocol": key, **result}
+        payload = {"protocol": key["protocol"], **result, "cache_key": key}
         _write_json(path, payload)
         return payload
 
@@ -183,18 +238,18 @@ class DiversityExperiment:
             return Path(variant.source)
         run_dir = Path(variant.recipe["experiment"]["output_dir"]) / variant.name
         latest = run_dir / "checkpoints" / "latest.pt"
+        if run_dir.exists() and not latest.is_file():
+            self._restore_latest(variant, run_dir, latest)
         if latest.is_file():
-            stored = load_checkpoint(latest)
+            stored = load_checkpoint(latest, mmap=True)
             changed = changed_on_resume(stored["recipe"], variant.recipe, self.host)
             if changed:
                 raise I2IError(
                     f"Variant {variant.name}: the model in {run_dir} was trained with other "
-                    f"[{'], ['.join(changed)}] settings than the recipe now asks for. Delete {run_dir} "
-                    "to train it again, or restore the recipe."
+                    f"[{'], ['.join(changed)}] settings than the recipe now asks for. Move {run_dir} "
+                    "away (or delete it) to train it again, or restore the recipe."
                 )
             del stored
-        elif run_dir.exists():  # a start that never saved a checkpoint: nothing to keep
-            shutil.rmtree(run_dir)
         trainer = start_run(
             variant.recipe,
             self.host,
@@ -215,6 +270,35 @@ class DiversityExperiment:
                 raise ExperimentStopped(variant.name, result.step)
         return latest
 
+    def _restore_latest(self, variant: Variant, run_dir: Path, latest: Path) -> None:
+        """A variant folder without ``latest.pt``: continue from its newest readable epoch
+        snapshot (copied to ``latest.pt``; nothing is deleted), or stop and say what is there."""
+        snapshots = []
+        unreadable = []
+        for path in sorted((run_dir / "checkpoints").glob("epoch_*.pt")):
+            try:
+                snapshots.append((int(load_checkpoint(path, mmap=True).get("step", 0)), path))
+            except CheckpointError:
+                unreadable.append(path.name)
+        skipped = f" ({', '.join(unreadable)} cannot be read)" if unreadable else ""
+        if not snapshots:
+            raise I2IError(
+                f"Variant {variant.name}: its folder {run_dir} has no checkpoints/latest.pt and no "
+                f"readable epoch_N.pt to continue from{skipped}; it holds: {_describe_folder(run_dir)}. "
+                "i2i does not delete what it did not just create: to train the variant from the start, "
+                f"move {run_dir} away (or delete it); to continue its training, put its checkpoint "
+                f"back as {latest}."
+            )
+        step, newest = max(snapshots)
+        tmp = latest.with_name(f".{latest.name}.restore.tmp")
+        shutil.copyfile(newest, tmp)
+        os.replace(tmp, latest)
+        self.console.print(
+            f"[yellow]Variant {variant.name}: {latest} was missing; continuing from {newest.name} "
+            f"(step {step}), copied to latest.pt{skipped}. Nothing in {run_dir} was removed.[/yellow]",
+            soft_wrap=True,
+        )
+
     def result_path(self, variant: Variant, spec: SamplerSpec) -> Path:
         return self.root / "results" / f"{variant.name}__{spec.name}.json"
 
@@ -223,22 +307,21 @@ class DiversityExperiment:
 
     def measure_variant(self, variant: Variant, checkpoint: Path, inputs: Inputs) -> list[dict[str, Any]]:
         specs = self.samplers[variant.name]
-        state = None
+        state = load_checkpoint(checkpoint)
+        step = int(state.get("step", 0))
+        model = model_fingerprint(state)
         results = []
-        for spec in specs:
+        for spec, entry in zip(specs, variant.samplers, strict=True):
             path = self.result_path(variant, spec)
-            cached = _read_json(path)
-            if state is None:
-                state = load_checkpoint(checkpoint)
-            step = int(state.get("step", 0))
-            if (
-                cached
-                and cached.get("protocol") == self.protocol
-                and cached.get("step") == step
-                and self.figure_path(variant, spec).is_file()
-            ):
-                results.append(cached)
+            sampler = component_settings(self.host, "sampler", entry)
+            key = {**self.cache_key, "model": model, "sampler": sampler}
+            cached, unreadable = _read_cache(path)
+            reuse, malformed = usable(cached, key, RESULT_FIELDS)
+            if reuse and self.figure_path(variant, spec).is_file():
+                results.append({**cached, "label": variant.label})  # the label is not measured
                 continue
+            if unreadable or malformed:
+                self._note_unusable(path, unreadable or malformed)
             G = generator_from_checkpoint(state, self.host, self.device)
             with self._progress() as bar:
                 task = bar.add_task(f"sampling {variant.name} with {spec.name}", total=len(inputs.names))
@@ -266,6 +349,7 @@ class DiversityExperiment:
                 "protocol": self.protocol,
                 "summary": outcome["summary"],
                 "per_input": outcome["per_input"],
+                "cache_key": key,
             }
             _write_json(path, record)
             results.append(record)
