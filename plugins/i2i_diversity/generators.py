@@ -24,12 +24,12 @@ from i2i_pix2pix.generators import (
     Depth,
     Filters,
     Norm,
+    UnetBlock,
     _check_input,
     check_positive,
     check_unet,
-    conv_bias,
-    norm_layer,
     unet_fit_problems,
+    unet_levels,
 )
 from torch import Tensor, nn
 
@@ -42,6 +42,7 @@ LatentSize = Annotated[int, Range(1, 1024)]
 def _check_depth(params: dict, context: CheckContext) -> list[str]:
     return unet_fit_problems(params["num_downs"], context.image_size, f"num_downs = {params['num_downs']}")
 
+
 Inject = Literal["input", "all"]
 INJECTS: tuple[str, ...] = typing.get_args(Inject)
 
@@ -51,11 +52,14 @@ def tile_code(z: Tensor, like: Tensor) -> Tensor:
     return z[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
 
 
-class LatentUnetBlock(nn.Module):
+class LatentUnetBlock(UnetBlock):
     """One U-Net level whose down-sampling convolution may also see the tiled latent code.
 
-    The skip connection returns ``cat(x, up(...))`` with the level's input ``x`` as it came in,
-    without z, so only the down-sampling path grows by ``nz`` channels.
+    The layers are the pix2pix U-Net level's (:class:`UnetBlock`), with ``nz`` more input channels
+    on the down convolution when ``takes_z``. They are kept as ``down``, ``submodule`` and ``up``
+    (the state-dict keys of this generator), because the skip connection returns ``cat(x, up(...))``
+    with the level's input ``x`` as it came in, without z: only the down-sampling path grows by
+    ``nz`` channels.
     """
 
     def __init__(
@@ -72,45 +76,26 @@ class LatentUnetBlock(nn.Module):
         norm: str = "batch",
         dropout: bool = False,
     ) -> None:
-        super().__init__()
-        if (submodule is None) != innermost:
-            raise ValueError("exactly the innermost U-Net level has no submodule")
-        self.outermost = outermost
-        self.takes_z = takes_z
-        bias = conv_bias(norm)
         in_channels = (outer_nc if input_nc is None else input_nc) + (nz if takes_z else 0)
-        down_conv = nn.Conv2d(in_channels, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+        super().__init__(
+            outer_nc,
+            inner_nc,
+            input_nc=in_channels,
+            submodule=submodule,
+            outermost=outermost,
+            innermost=innermost,
+            norm=norm,
+            dropout=dropout,
+        )
+        self.takes_z = takes_z
 
-        if outermost:
-            down: list[nn.Module] = [down_conv]
-            up: list[nn.Module] = [
-                nn.ReLU(inplace=True),
-                nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1),
-                nn.Tanh(),
-            ]
-        elif innermost:
-            # Not in place: the level's input is also carried by the skip connection.
-            down = [nn.LeakyReLU(0.2), down_conv]
-            up = [
-                nn.ReLU(inplace=True),
-                nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias),
-                norm_layer(norm, outer_nc),
-            ]
-        else:
-            down = [nn.LeakyReLU(0.2), down_conv, norm_layer(norm, inner_nc)]
-            up = [
-                nn.ReLU(inplace=True),
-                nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias),
-                norm_layer(norm, outer_nc),
-            ]
-            if dropout:
-                up.append(nn.Dropout(0.5))
+    def assemble(self, down: list[nn.Module], submodule: nn.Module | None, up: list[nn.Module]) -> None:
         # Registered in this order so that modules() lists the down convolutions outermost first.
         self.down = nn.Sequential(*down)
         self.submodule = submodule
         self.up = nn.Sequential(*up)
 
-    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:  # type: ignore[override]
         features = self.down(torch.cat([x, tile_code(z, x)], dim=1) if self.takes_z else x)
         if self.submodule is not None:
             features = self.submodule(features, z)
@@ -146,19 +131,13 @@ class LatentUnetGenerator(nn.Module):
         self.latent_dim = nz  # > 0: the training loop draws z ~ N(0, I) and calls forward(x, z)
         self.inject = inject
 
-        inner_z = inject == "all"
-        common = {"nz": nz, "norm": norm}
-        block = LatentUnetBlock(ngf * 8, ngf * 8, takes_z=inner_z, innermost=True, **common)
-        for _ in range(num_downs - 5):
-            block = LatentUnetBlock(
-                ngf * 8, ngf * 8, takes_z=inner_z, submodule=block, dropout=dropout, **common
+        def level(outer_nc: int, inner_nc: int, *, outermost: bool = False, **where) -> LatentUnetBlock:
+            takes_z = outermost or inject == "all"  # the image always gets z
+            return LatentUnetBlock(
+                outer_nc, inner_nc, nz=nz, takes_z=takes_z, outermost=outermost, norm=norm, **where
             )
-        block = LatentUnetBlock(ngf * 4, ngf * 8, takes_z=inner_z, submodule=block, **common)
-        block = LatentUnetBlock(ngf * 2, ngf * 4, takes_z=inner_z, submodule=block, **common)
-        block = LatentUnetBlock(ngf, ngf * 2, takes_z=inner_z, submodule=block, **common)
-        self.model = LatentUnetBlock(
-            output_nc, ngf, takes_z=True, input_nc=input_nc, submodule=block, outermost=True, **common
-        )
+
+        self.model = unet_levels(level, input_nc, output_nc, num_downs, ngf, dropout)
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
         what = f"latent U-Net with num_downs={self.num_downs}"

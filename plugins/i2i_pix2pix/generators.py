@@ -8,6 +8,7 @@ instead end without it (``output = "logits"``) and so give unbounded class score
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Annotated, Literal
 
@@ -132,6 +133,10 @@ class UnetBlock(nn.Module):
     The outermost level maps ``input_nc`` to ``outer_nc`` channels and ends in ``tanh`` (unless
     ``tanh=False``, for raw logits); every other level returns ``cat(x, f(x))``, doubling the
     channels its parent sees.
+
+    The layers are made here once for every U-Net; a subclass may store them differently by
+    overriding :meth:`assemble` (the latent U-Nets keep ``down``, ``submodule`` and ``up`` apart, so
+    that they can feed the code to the down path only).
     """
 
     def __init__(
@@ -148,6 +153,8 @@ class UnetBlock(nn.Module):
         tanh: bool = True,
     ) -> None:
         super().__init__()
+        if (submodule is None) != innermost:
+            raise ValueError("exactly the innermost U-Net level has no submodule")
         self.outermost = outermost
         bias = conv_bias(norm)
         in_channels = outer_nc if input_nc is None else input_nc
@@ -159,36 +166,65 @@ class UnetBlock(nn.Module):
 
         if outermost:
             up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            down: list[nn.Module] = [down_conv]
             # The tanh has no weights, so leaving it out keeps the state-dict keys unchanged.
-            layers: list[nn.Module] = [down_conv, submodule, up_act, up_conv]
-            if tanh:
-                layers.append(nn.Tanh())
+            up: list[nn.Module] = [up_act, up_conv, *([nn.Tanh()] if tanh else [])]
         elif innermost:
             up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
-            layers = [down_act, down_conv, up_act, up_conv, norm_layer(norm, outer_nc)]
+            down = [down_act, down_conv]
+            up = [up_act, up_conv, norm_layer(norm, outer_nc)]
         else:
             up_conv = nn.ConvTranspose2d(
                 inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias
             )
-            layers = [
-                down_act,
-                down_conv,
-                norm_layer(norm, inner_nc),
-                submodule,
-                up_act,
-                up_conv,
-                norm_layer(norm, outer_nc),
-            ]
-            if dropout:
-                layers.append(nn.Dropout(0.5))
-        if any(layer is None for layer in layers):
-            raise ValueError("a U-Net level other than the innermost needs a submodule")
-        self.model = nn.Sequential(*layers)
+            down = [down_act, down_conv, norm_layer(norm, inner_nc)]
+            up = [up_act, up_conv, norm_layer(norm, outer_nc), *([nn.Dropout(0.5)] if dropout else [])]
+        self.assemble(down, submodule, up)
+
+    def assemble(self, down: list[nn.Module], submodule: nn.Module | None, up: list[nn.Module]) -> None:
+        """Keep the level's layers: pix2pix's layout, one ``model`` sequence (the state-dict keys)."""
+        inner = [] if submodule is None else [submodule]
+        self.model = nn.Sequential(*down, *inner, *up)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.outermost:
             return self.model(x)
         return torch.cat([x, self.model(x)], dim=1)
+
+
+class UnetLevel(typing.Protocol):
+    """What :func:`unet_levels` calls to make one level (a :class:`UnetBlock` with settings bound)."""
+
+    def __call__(
+        self,
+        outer_nc: int,
+        inner_nc: int,
+        *,
+        input_nc: int | None = None,
+        submodule: nn.Module | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        dropout: bool = False,
+    ) -> nn.Module: ...
+
+
+def unet_levels(
+    level: UnetLevel, input_nc: int, output_nc: int, num_downs: int, ngf: int, dropout: bool
+) -> nn.Module:
+    """The nested levels of a U-Net that halves the image ``num_downs`` times; returns the outermost.
+
+    Built from the bottleneck outwards, each level wrapping the one below it: ``num_downs - 4``
+    levels of ``8 * ngf`` filters (dropout, when on, in all but the innermost), then ``4``, ``2`` and
+    ``1 * ngf``, then the outermost from ``input_nc`` to ``output_nc`` channels. Every U-Net has this
+    structure; ``level`` decides what one level is made of.
+    """
+    block = level(ngf * 8, ngf * 8, innermost=True)
+    for _ in range(num_downs - 5):
+        block = level(ngf * 8, ngf * 8, submodule=block, dropout=dropout)
+    block = level(ngf * 4, ngf * 8, submodule=block)
+    block = level(ngf * 2, ngf * 4, submodule=block)
+    block = level(ngf, ngf * 2, submodule=block)
+    return level(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True)
 
 
 class UnetGenerator(nn.Module):
@@ -218,23 +254,8 @@ class UnetGenerator(nn.Module):
         self.output_nc = output_nc
         self.num_downs = num_downs
         self.output = output
-
-        # Built from the bottleneck outwards; each level wraps the one below it.
-        block = UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
-        for _ in range(num_downs - 5):
-            block = UnetBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, dropout=dropout)
-        block = UnetBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
-        block = UnetBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
-        block = UnetBlock(ngf, ngf * 2, submodule=block, norm=norm)
-        self.model = UnetBlock(
-            output_nc,
-            ngf,
-            input_nc=input_nc,
-            submodule=block,
-            outermost=True,
-            norm=norm,
-            tanh=output == "tanh",
-        )
+        level = functools.partial(UnetBlock, norm=norm, tanh=output == "tanh")
+        self.model = unet_levels(level, input_nc, output_nc, num_downs, ngf, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.input_nc, 2**self.num_downs, f"U-Net with num_downs={self.num_downs}")
