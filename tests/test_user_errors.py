@@ -94,3 +94,62 @@ def test_exit_codes_tell_the_classes_of_outcome_apart(tmp_path, capsys, monkeypa
     monkeypatch.setattr("i2i.assembly.recipe.load_recipe", _raise(KeyboardInterrupt()))
     code, text = cli(capsys, "validate", str(recipe))
     assert code == cli_module.EXIT_INTERRUPTED == 130 and "Error" not in text
+
+
+# -- i2i data verify: what it skipped, and splits with nothing usable ------------------------------
+def _verify_recipe(tmp_path: Path, root: Path) -> Path:
+    from conftest import toy_recipe
+
+    return toy_recipe(tmp_path / "r.toml", tmp_path / "runs", data={"root": str(root), "max_items": None})
+
+
+def _data(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLE, root, ignore=shutil.ignore_patterns("*.md"))
+    return root
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_data_verify_counts_and_names_the_entries_it_skips(tmp_path, capsys):
+    root = _data(tmp_path)
+    train = root / "train"
+    (train / "loop.jpg").symlink_to("loop.jpg")
+    (train / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (train / "folder.jpg").mkdir()
+    recipe = _verify_recipe(tmp_path, root)
+    code, text = cli(capsys, "data", "verify", str(recipe))
+    text = " ".join(text.split())
+    assert code == 0, text  # the 40 real pairs are fine
+    assert "3 entries named like images were skipped" in text
+    assert f"{train / 'loop.jpg'} (a symbolic-link loop)" in text
+    assert f"{train / 'dangling.jpg'} (a link to {tmp_path / 'gone.jpg'}, which does not exist)" in text
+    assert f"{train / 'folder.jpg'} (a folder)" in text
+    # A folder holding only such entries is empty, and says what each one is.
+    for image in train.glob("*.jpg"):
+        if image.is_file() and not image.is_symlink():
+            image.unlink()
+    code, text = cli(capsys, "data", "verify", str(recipe))
+    text = " ".join(text.split())
+    assert code == 1 and f"{train} is empty" in text
+    assert "dangling.jpg (a link to" in text and "loop.jpg (a symbolic-link loop)" in text
+    assert "skip_bad" not in text
+
+
+def test_a_split_of_only_bad_files_is_called_empty_not_skippable(tmp_path, capsys):
+    root = _data(tmp_path)
+    for image in (root / "train").glob("*.jpg"):
+        image.write_bytes(b"")
+    recipe = _verify_recipe(tmp_path, root)
+    code, text = cli(capsys, "data", "verify", str(recipe))
+    text = " ".join(text.split())
+    assert code == 1, text
+    assert "'train' split is empty once its bad files are left out" in text
+    assert f"looked in {root / 'train'}" in text and "data.skip_bad cannot help" in text
+    assert "set data.skip_bad = true" not in text
+    # A run says the same, with or without data.skip_bad.
+    for skip in ("false", "true"):
+        code, text = cli(capsys, "run", str(recipe), "--no-progress", "--set", f"data.skip_bad={skip}")
+        text = " ".join(text.split())
+        assert code == 1 and "is empty once its bad files are left out" in text, text
+        assert "set data.skip_bad = true" not in text
+    assert not (tmp_path / "runs").exists()

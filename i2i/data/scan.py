@@ -41,9 +41,45 @@ class ScanResult:
     bad: list[ItemProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sizes: Counter = field(default_factory=Counter)  # (width, height) -> number of files
+    #: Entries the dataset found but did not take as items, with why: names ending like an image
+    #: that are symbolic-link loops, links to missing files, folders, pipes...
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def bad_indices(self) -> set[int]:
         return {p.index for p in self.bad}
+
+    def all_bad(self) -> bool:
+        """True when not one item is usable: leaving the bad ones out leaves nothing."""
+        return self.items > 0 and len(self.bad_indices()) >= self.items
+
+
+def describe_skipped(skipped: list[tuple[Path, str]], limit: int = 8) -> str:
+    """``N entries named like images were skipped: a.jpg (a folder), ...`` for a warning."""
+    shown = "; ".join(f"{path} ({reason})" for path, reason in skipped[:limit])
+    more = f"; ... and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    noun = "entry named like an image was" if len(skipped) == 1 else "entries named like images were"
+    return f"{len(skipped)} {noun} skipped, not being image files: {shown}{more}."
+
+
+def where_items_are(result: ScanResult, fallback: str) -> str:
+    """The folder that holds a split's bad files (their common parent), for messages."""
+    paths = [str(p.path) for p in result.bad]
+    try:
+        common = os.path.commonpath(paths) if paths else ""
+    except ValueError:  # paths on different drives
+        common = ""
+    if common and Path(common) in {p.path for p in result.bad}:  # a single file: its folder
+        common = str(Path(common).parent)
+    return common or fallback
+
+
+def describe_all_bad(result: ScanResult, what: str) -> str:
+    """Every item of a split is bad: the split is empty once they are left out."""
+    return (
+        f"{what[:1].upper()}{what[1:]} is empty once its bad files are left out: not one of its "
+        f"{result.items} items can be used (looked in {where_items_are(result, what)}), so "
+        "data.skip_bad cannot help. Replace the files or point data.root at the right folder."
+    )
 
 
 def _jpeg_truncated(path: Path) -> bool:
@@ -112,8 +148,12 @@ def check_split(dataset: Any, what: str, skip_bad: bool) -> tuple[Any, list[str]
         return dataset, []
     result: ScanResult = scan()
     notes = list(result.warnings)
+    if result.skipped:
+        notes.append(describe_skipped(result.skipped))
     if not result.bad:
         return dataset, notes
+    if result.all_bad():
+        raise DataError(describe_problems(result, what) + "\n" + describe_all_bad(result, what))
     if not skip_bad:
         raise DataError(
             describe_problems(result, what)
@@ -144,6 +184,7 @@ class SplitReport:
     bad: list[ItemProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None  # the split cannot be used at all (missing folder, unpaired files)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # see ScanResult.skipped
 
     @property
     def ok(self) -> bool:
@@ -167,6 +208,15 @@ def verify_splits(build: Any, splits: list[str]) -> list[SplitReport]:
             report.warnings.append(f"{type(dataset).__name__} cannot be scanned; only its size is known.")
         else:
             result: ScanResult = scan()
-            report.sizes, report.bad, report.warnings = result.sizes, result.bad, result.warnings
+            report.sizes, report.bad, report.warnings = result.sizes, result.bad, list(result.warnings)
+            report.skipped = list(result.skipped)
+            if result.skipped:
+                report.warnings.append(describe_skipped(result.skipped))
+            if result.all_bad():
+                report.error = describe_all_bad(result, f"The {split!r} split")
+        if report.items == 0 and report.error is None:
+            report.error = (
+                f"The {split!r} split is empty: the dataset built for it holds no items ({dataset!r})."
+            )
         reports.append(report)
     return reports

@@ -15,6 +15,8 @@ with the input, and handed out as a one-hot (K, H, W) tensor of -1 and +1, one c
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import typing
 import warnings
@@ -209,22 +211,58 @@ def is_image(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: Path, what: str) -> list[Path]:
-    """The image files directly inside ``folder``, in natural order (2.jpg before 10.jpg)."""
+def not_a_file(path: Path) -> str | None:
+    """Why an entry named like an image is not read as one; None for a file (or a link to one)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic-link loop"
+        if path.is_symlink():
+            return f"a link to {os.readlink(path)}, which does not exist"
+        return f"cannot be read ({exc.strerror})"
+    if path.is_dir():
+        return "a folder"
+    if not path.is_file():
+        return f"not a regular file (mode {oct(info.st_mode)})"
+    return None
+
+
+def list_images(folder: Path, what: str, skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The image files directly inside ``folder``, in natural order (2.jpg before 10.jpg).
+
+    Entries named like images that are not files (link loops, links to missing files, folders)
+    are left out; each is appended to ``skipped`` with the reason, so that a scan can name them.
+    """
     if not folder.is_dir():
         raise DataError(f"The {what} folder {folder} does not exist. {HINT}")
-    files = sorted((p for p in folder.iterdir() if is_image(p)), key=_natural_key)
+    files, odd = [], []
+    for path in folder.iterdir():
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        reason = not_a_file(path)
+        if reason is None:
+            files.append(path)
+        else:
+            odd.append((path, reason))
+    files.sort(key=_natural_key)
+    odd.sort(key=lambda entry: _natural_key(entry[0]))
+    if skipped is not None:
+        skipped.extend(odd)
     if not files:
-        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-        found = (
-            f" It contains: {', '.join(others[:8])}{', ...' if len(others) > 8 else ''}."
-            if others
-            else " It is empty."
-        )
-        raise DataError(
-            f"The {what} folder {folder} holds no images (looked for files ending in "
-            f"{', '.join(IMAGE_EXTENSIONS)}; subfolders are not searched).{found}"
-        )
+        looked = f"looked for files ending in {', '.join(IMAGE_EXTENSIONS)}; subfolders are not searched"
+        if odd:
+            names = "; ".join(f"{p.name} ({reason})" for p, reason in odd[:8])
+            more = f"; ... and {len(odd) - 8} more" if len(odd) > 8 else ""
+            found = f" The {len(odd)} entries named like images are not image files: {names}{more}."
+        else:
+            others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+            found = (
+                f" It contains: {', '.join(others[:8])}{', ...' if len(others) > 8 else ''}."
+                if others
+                else " It is empty."
+            )
+        raise DataError(f"The {what} folder {folder} is empty: it holds no images ({looked}).{found}")
     return files
 
 
@@ -394,8 +432,11 @@ class _ImageDataset(Dataset):
         input_nc: int,
         output_nc: int,
         target_palette: str = "",
+        skipped: list[tuple[Path, str]] | None = None,
     ) -> None:
         self.split = split
+        #: Entries of the split's folders named like images that are not files (see list_images).
+        self.skipped = list(skipped or [])
         self.input_nc = _check_nc("input_nc", input_nc)
         self.output_nc = _check_nc("output_nc", output_nc)
         #: The palette that turns the targets into classes, or ``None`` for picture targets.
@@ -461,7 +502,7 @@ class _ImageDataset(Dataset):
     def scan(self) -> ScanResult:
         """Header-check every file of the split (see :mod:`i2i.data.scan`)."""
         items = self.item_files()
-        result = ScanResult(items=len(items))
+        result = ScanResult(items=len(items), skipped=list(self.skipped))
         large = []
         for index, files in enumerate(items):
             sizes = []
@@ -706,10 +747,12 @@ def aligned(
             f"The dataset root {base} has no {split!r} folder (its subfolders: "
             f"{_subfolders(base)}). The aligned dataset expects {layout} {HINT}"
         )
-    files = _limit(list_images(folder, f"aligned {split!r}"), max_items)
+    skipped: list[tuple[Path, str]] = []
+    files = _limit(list_images(folder, f"aligned {split!r}", skipped), max_items)
     return AlignedDataset(
         files,
         direction,
+        skipped=skipped,
         split=split,
         preprocess=preprocess,
         load_size=load_size,
@@ -775,8 +818,9 @@ def paired_folders(
             f"{missing} not found (subfolders of {folder}: {_subfolders(folder)}). The "
             f"paired_folders dataset expects {layout} {HINT}"
         )
-    map_a = _stem_map(list_images(dir_a, "A"), dir_a)
-    map_b = _stem_map(list_images(dir_b, "B"), dir_b)
+    skipped: list[tuple[Path, str]] = []
+    map_a = _stem_map(list_images(dir_a, "A", skipped), dir_a)
+    map_b = _stem_map(list_images(dir_b, "B", skipped), dir_b)
     only_a = sorted(set(map_a) - set(map_b))
     only_b = sorted(set(map_b) - set(map_a))
     if only_a or only_b:
@@ -794,6 +838,7 @@ def paired_folders(
     return PairedFoldersDataset(
         pairs,
         direction,
+        skipped=skipped,
         split=split,
         preprocess=preprocess,
         load_size=load_size,
@@ -826,9 +871,11 @@ def single(
     layout = f"input images in {root}/{split}/ or directly in {root}/."
     base = _check_root(root, "single", layout)
     folder = base / split if (base / split).is_dir() else base
-    files = _limit(list_images(folder, "input"), max_items)
+    skipped: list[tuple[Path, str]] = []
+    files = _limit(list_images(folder, "input", skipped), max_items)
     return SingleDataset(
         files,
+        skipped=skipped,
         split=split,
         preprocess=preprocess,
         load_size=load_size,
