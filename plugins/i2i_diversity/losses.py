@@ -10,19 +10,34 @@
 
 from __future__ import annotations
 
-import math
 import weakref
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from i2i_pix2pix.generators import Norm, check_norm, check_positive
+from i2i_pix2pix.generators import Filters, Norm, check_norm
 from torch import Tensor
 
-from i2i import I2IError, Loss, StepContext, call_frozen, hookimpl, init_weights, suggest
+from i2i import (
+    CheckContext,
+    I2IError,
+    Loss,
+    Range,
+    StepContext,
+    call_frozen,
+    hookimpl,
+    init_weights,
+    recipe_check,
+    suggest,
+)
 from i2i_diversity.encoders import ENCODER_KINDS, EncoderKind, LatentEncoder, build_encoder
 
 GanMode = Literal["vanilla", "lsgan"]
+#: The recipe's ranges: a term's factor (0 turns the term off), a strictly positive number, and the
+#: encoder's halvings (images must be multiples of 2**n_layers).
+Factor = Annotated[float, Range(0)]
+Positive = Annotated[float, Range(0, low_open=True)]
+EncoderLayers = Annotated[int, Range(1, 12)]
 
 #: The key under which BicycleGAN's encoded sample G(A, E(B)) is shared through the StepContext.
 ENCODED_SAMPLE = "bicyclegan_encoded"
@@ -36,14 +51,12 @@ def _require_latent(loss_name: str, latent_dim: int) -> None:
         )
 
 
-def _check_number(name: str, value: float, *, positive: bool) -> float:
-    """``value`` as a float if it is a number >= 0 (> 0 when ``positive``), not NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise I2IError(f"{name} must be a number, got {value!r}.")
-    if value < 0 or (positive and value == 0):
-        bound = "greater than 0" if positive else "at least 0"
-        raise I2IError(f"{name} must be {bound}, got {value!r}.")
-    return float(value)
+def _check_tau(params: dict, context: CheckContext) -> list[str]:
+    """DSGAN's clamp: a number above 0, where infinity (no clamp) is allowed, so not a ``Range``."""
+    tau = params["tau"]
+    if not tau > 0:  # NaN is refused before the check runs
+        return [f"tau = {tau!r}: must be greater than 0 (inf turns the clamp off)."]
+    return []
 
 
 # -- mode seeking and diversity-sensitive --------------------------------------------------------
@@ -56,7 +69,7 @@ class ModeSeekingLoss(Loss):
 
     def __init__(self, weight: float = 1.0, eps: float = 1e-5) -> None:
         super().__init__(weight)
-        self.eps = _check_number("mode_seeking eps", eps, positive=True)
+        self.eps = float(eps)
 
     def setup(self, *, input_nc: int, output_nc: int, latent_dim: int) -> None:
         _require_latent("mode_seeking", latent_dim)
@@ -81,8 +94,8 @@ class DiversitySensitiveLoss(Loss):
 
     def __init__(self, weight: float = 8.0, tau: float = 1.0, eps: float = 1e-5) -> None:
         super().__init__(weight)
-        self.tau = _check_number("diversity_sensitive tau", tau, positive=True)
-        self.eps = _check_number("diversity_sensitive eps", eps, positive=False)
+        self.tau = float(tau)
+        self.eps = float(eps)
 
     def setup(self, *, input_nc: int, output_nc: int, latent_dim: int) -> None:
         _require_latent("diversity_sensitive", latent_dim)
@@ -146,19 +159,20 @@ class BicycleGANLoss(Loss):
         gan_mode: str = "lsgan",
     ) -> None:
         super().__init__(weight)
-        self.lambda_l1 = _check_number("bicyclegan lambda_l1", lambda_l1, positive=False)
-        self.lambda_kl = _check_number("bicyclegan lambda_kl", lambda_kl, positive=False)
-        self.lambda_z = _check_number("bicyclegan lambda_z", lambda_z, positive=False)
+        self.lambda_l1 = float(lambda_l1)
+        self.lambda_kl = float(lambda_kl)
+        self.lambda_z = float(lambda_z)
         if gan_mode not in ("vanilla", "lsgan"):
             raise I2IError(f"bicyclegan gan_mode must be 'vanilla' or 'lsgan', got {gan_mode!r}.")
         self.gan_mode = gan_mode
         if encoder not in ENCODER_KINDS:
             raise I2IError(f"Unknown bicyclegan encoder {encoder!r}. {suggest(str(encoder), ENCODER_KINDS)}")
-        # Checked now so that a recipe fails when it is built, not when the encoder is.
+        # The kind and norm are checked now so that a recipe fails when it is built, not when the
+        # encoder is; the recipe's ranges cover nef and n_layers (build_encoder checks them again).
         self.encoder_settings = {
             "kind": encoder,
-            "nef": check_positive("bicyclegan nef", nef),
-            "n_layers": check_positive("bicyclegan n_layers", n_layers),
+            "nef": nef,
+            "n_layers": n_layers,
             "norm": check_norm(encoder_norm),
         }
         self.encoder: LatentEncoder | None = None
@@ -217,7 +231,7 @@ class BicycleGANLoss(Loss):
         return adversarial + weighted
 
 
-def mode_seeking(weight: float = 1.0, eps: float = 1e-5) -> Loss:
+def mode_seeking(weight: float = 1.0, eps: Positive = 1e-5) -> Loss:
     """Mode seeking (MSGAN): 1 / (mean|G(A,z1) - G(A,z2)| / mean|z1 - z2| + eps); needs a latent G.
 
     weight: MSGAN uses 1; eps: keeps the term finite when the two outputs coincide.
@@ -225,7 +239,8 @@ def mode_seeking(weight: float = 1.0, eps: float = 1e-5) -> Loss:
     return ModeSeekingLoss(weight, eps)
 
 
-def diversity_sensitive(weight: float = 8.0, tau: float = 1.0, eps: float = 1e-5) -> Loss:
+@recipe_check(_check_tau)
+def diversity_sensitive(weight: float = 8.0, tau: float = 1.0, eps: Factor = 1e-5) -> Loss:
     """Diversity-sensitive (DSGAN): -mean min(|G1 - G2| / |z1 - z2|, tau) per sample; needs a latent G.
 
     weight: DSGAN uses 8 for facades and maps. tau: the clamp, > 0. Images lie in [-1, 1] and
@@ -239,12 +254,12 @@ def diversity_sensitive(weight: float = 8.0, tau: float = 1.0, eps: float = 1e-5
 
 def bicyclegan(
     weight: float = 1.0,
-    lambda_l1: float = 10.0,
-    lambda_kl: float = 0.01,
-    lambda_z: float = 0.5,
+    lambda_l1: Factor = 10.0,
+    lambda_kl: Factor = 0.01,
+    lambda_z: Factor = 0.5,
     encoder: EncoderKind = "resnet",
-    nef: int = 64,
-    n_layers: int = 4,
+    nef: Filters = 64,
+    n_layers: EncoderLayers = 4,
     encoder_norm: Norm = "instance",
     gan_mode: GanMode = "lsgan",
 ) -> BicycleGANLoss:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from i2i import I2IError, Loss, Range, StepContext, hookimpl
+from i2i import CheckContext, I2IError, Loss, Range, StepContext, hookimpl, recipe_check
 
 GanMode = Literal["vanilla", "lsgan", "hinge", "wgangp"]
 
@@ -129,10 +129,6 @@ class CrossEntropyLoss(Loss):
     def __init__(self, weight: float = 1.0, class_weights: tuple[float, ...] | list[float] = ()) -> None:
         super().__init__(weight)
         values = [float(w) for w in class_weights or ()]
-        if any(not math.isfinite(w) or w < 0 for w in values) or (values and sum(values) == 0):
-            raise I2IError(
-                f"losses.cross_entropy.class_weights must be finite numbers >= 0, not all 0, got {values}."
-            )
         weights = torch.tensor(values, dtype=torch.float32) if values else None
         self.register_buffer("class_weights", weights, persistent=False)
         self._checked = False
@@ -182,6 +178,15 @@ class CrossEntropyLoss(Loss):
         return loss
 
 
+def _check_class_weights(params: dict, context: CheckContext) -> list[str]:
+    """Each class weight a finite number >= 0, and not all 0 (a range bounds a list's length only)."""
+    values = list(params["class_weights"])
+    if any(not math.isfinite(w) or w < 0 for w in values) or (values and sum(values) == 0):
+        return [f"class_weights = {values!r}: must be finite numbers >= 0, not all 0."]
+    return []
+
+
+@recipe_check(_check_class_weights)
 def cross_entropy(weight: float = 1.0, class_weights: tuple[float, ...] = ()) -> Loss:
     """Per-pixel cross-entropy for segmenters: G's logits against the target's classes.
 

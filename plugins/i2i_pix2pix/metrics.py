@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from i2i import I2IError, Metric, hookimpl
+from i2i import I2IError, Metric, Range, hookimpl
 
 # -- per-image metrics -----------------------------------------------------------------------------
 
@@ -87,7 +88,7 @@ def psnr() -> Metric:
     return PSNR()
 
 
-def ssim(win_size: int = 7) -> Metric:
+def ssim(win_size: Annotated[int, Range(3)] = 7) -> Metric:
     """Structural similarity index, data range 1 (higher is better; identical → 1)."""
     return SSIM(win_size)
 
@@ -204,6 +205,7 @@ class FID(Metric):
 
     def __init__(self, weights: str = "", batch_size: int = 16, device: str = "cpu") -> None:
         super().__init__()
+        # Declared on fid() too; kept here for [diversity] metric tables, which are not range-checked.
         if batch_size < 1:
             raise I2IError(f"fid: batch_size must be ≥ 1, got {batch_size}.")
         if device == "auto":
@@ -266,7 +268,7 @@ class FID(Metric):
         )
 
 
-def fid(weights: str = "", batch_size: int = 16, device: str = "cpu") -> Metric:
+def fid(weights: str = "", batch_size: Annotated[int, Range(1)] = 16, device: str = "cpu") -> Metric:
     """Fréchet Inception Distance over the whole set (lower is better; needs Inception weights)."""
     return FID(weights=weights, batch_size=batch_size, device=device)
 
