@@ -96,7 +96,9 @@ class Loss(nn.Module):
     then builds D with input channels for both images.
     """
 
-    #: Whether this loss needs a discriminator at all.
+    #: Whether this loss needs a discriminator at all. A plugin declares the same when it registers
+    #: a factory (``registry.add(name, factory, uses_discriminator=True)``), so that recipes can be
+    #: checked without building the loss; a loss class registered as its own factory is read directly.
     uses_discriminator: bool = False
     #: Whether D is shown the input image concatenated with the real/fake output.
     conditional: bool = False

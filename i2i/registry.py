@@ -42,6 +42,9 @@ class Component:
     provider: Provider
     description: str = ""
     injected: frozenset[str] = field(default_factory=frozenset)
+    #: For losses: whether the loss needs a discriminator, as declared when it was registered (or by
+    #: the :class:`i2i.Loss` subclass registered as the factory); ``None``: not declared.
+    uses_discriminator: bool | None = None
 
     def build(self, **params: Any) -> Any:
         return self.factory(**params)
@@ -68,12 +71,25 @@ class Registry:
         self._conflicts: dict[str, str] = {}
 
     # -- used by plugins -------------------------------------------------------------------------
-    def add(self, name: str, factory: Callable[..., Any], *, description: str | None = None) -> None:
-        """Register ``factory`` under ``name``; ``factory(**params)`` must build the component."""
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        description: str | None = None,
+        uses_discriminator: bool | None = None,
+    ) -> None:
+        """Register ``factory`` under ``name``; ``factory(**params)`` must build the component.
+
+        ``uses_discriminator`` (losses only) declares whether the loss the factory builds needs a
+        discriminator, so that a recipe can be checked without building anything. A loss class
+        registered as its own factory declares it with its class attribute instead.
+        """
         if not isinstance(name, str) or not name:
             raise I2IError(f"A {self.kind} must be registered under a non-empty string name.")
         if not callable(factory):
             raise I2IError(f"The {self.kind} {name!r} was registered with a non-callable factory.")
+        uses_discriminator = self._discriminator_declaration(name, factory, uses_discriminator)
         existing = self._components.get(name)
         if existing is not None:
             raise DuplicateComponentError(
@@ -90,7 +106,30 @@ class Registry:
             provider=self._provider,
             description=description if description is not None else first_doc_line(factory),
             injected=self.injected,
+            uses_discriminator=uses_discriminator,
         )
+
+    def _discriminator_declaration(
+        self, name: str, factory: Callable[..., Any], declared: bool | None
+    ) -> bool | None:
+        """The loss's declared need for a discriminator: the argument, or the loss class's attribute."""
+        if declared is not None and self.kind != "loss":
+            raise I2IError(
+                f"The {self.kind} {name!r} was registered with uses_discriminator, which only losses declare."
+            )
+        if declared is not None and not isinstance(declared, bool):
+            raise I2IError(
+                f"The loss {name!r} was registered with uses_discriminator = {declared!r}; use True or False."
+            )
+        own = getattr(factory, "uses_discriminator", None) if inspect.isclass(factory) else None
+        if self.kind != "loss" or not isinstance(own, bool):
+            return declared
+        if declared is not None and declared != own:
+            raise I2IError(
+                f"The loss {name!r} was registered with uses_discriminator = {declared}, but its class "
+                f"{factory.__name__} says {own}: declare it once, on the class."
+            )
+        return own
 
     # -- used by the host ------------------------------------------------------------------------
     def _set_provider(self, provider: Provider) -> None:

@@ -88,9 +88,17 @@ def build_generator(recipe: Recipe, host: PluginHost, input_nc: int, output_nc: 
 def build_losses(recipe: Recipe, host: PluginHost) -> list[tuple[str, Loss]]:
     losses = []
     for table in recipe["losses"]:
-        loss = host.registry("loss").build(table["name"], **_params(table))
+        component = host.registry("loss").get(table["name"])
+        loss = component.build(**_params(table))
         if not isinstance(loss, Loss):
             raise I2IError(f"loss {table['name']!r} did not build an i2i.Loss.")
+        declared = component.uses_discriminator
+        if declared is not None and bool(loss.uses_discriminator) != declared:
+            raise I2IError(
+                f"The loss {table['name']!r} (from {component.provider}) was registered with "
+                f"uses_discriminator = {declared}, but the loss it builds says "
+                f"{bool(loss.uses_discriminator)}; the plugin must declare the same in both places."
+            )
         losses.append((table["name"], loss))
     return losses
 

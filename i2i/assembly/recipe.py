@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from i2i.assembly.host import PluginHost
 from i2i.errors import I2IError, RecipeError, suggest
+from i2i.registry import Component
 from i2i.schema import (
     CheckContext,
     Param,
@@ -317,15 +318,22 @@ def _check_component(
     return {"name": name, **checked}
 
 
-def uses_discriminator(factory: Any) -> bool:
-    """Whether a loss factory builds a loss that trains D: the class, or the factory's return type, says."""
-    target = factory
-    if not inspect.isclass(factory):
-        try:
-            target = typing.get_type_hints(factory).get("return")
-        except Exception:  # unresolvable hints: cannot tell before building
-            return False
-    return inspect.isclass(target) and bool(getattr(target, "uses_discriminator", False))
+def uses_discriminator(component: Component) -> bool:
+    """Whether a registered loss needs a discriminator, as its plugin declared it, without building it.
+
+    The declaration is ``registry.add(name, factory, uses_discriminator=True)``, or the class
+    attribute of a loss class registered as its own factory. A plugin that declares neither (written
+    before the declaration existed) is read as before, from the loss class its factory's return
+    annotation names (``def my_gan(...) -> MyGanLoss``); one that says nothing at all trains no D here,
+    and the run refuses it when the built loss asks for one (see ``build_discriminator``).
+    """
+    if component.uses_discriminator is not None:
+        return component.uses_discriminator
+    try:
+        target = typing.get_type_hints(component.factory).get("return")
+    except Exception:  # unresolvable hints
+        return False
+    return inspect.isclass(target) and getattr(target, "uses_discriminator", False) is True
 
 
 def _check_experiment(table: dict, problems: list[str]) -> None:
@@ -421,8 +429,8 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
         checked = _check_component(entry, f"losses.{label}", "loss", host, problems, checks=checks)
         if checked is not None:
             out["losses"].append(checked)
-            factory = host.registry("loss").get(checked["name"]).factory
-            if "discriminator" not in recipe and uses_discriminator(factory):
+            component = host.registry("loss").get(checked["name"])
+            if "discriminator" not in recipe and uses_discriminator(component):
                 problems.append(
                     f"losses.{label}: this loss trains a discriminator, but the recipe has no "
                     "[discriminator] section. Add one (available: "

@@ -277,6 +277,6 @@ def bicyclegan(
 
 @hookimpl
 def i2i_register_losses(registry):
-    registry.add("mode_seeking", mode_seeking)
-    registry.add("diversity_sensitive", diversity_sensitive)
-    registry.add("bicyclegan", bicyclegan)
+    registry.add("mode_seeking", mode_seeking, uses_discriminator=False)
+    registry.add("diversity_sensitive", diversity_sensitive, uses_discriminator=False)
+    registry.add("bicyclegan", bicyclegan, uses_discriminator=True)

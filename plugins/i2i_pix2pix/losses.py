@@ -199,8 +199,8 @@ def cross_entropy(weight: float = 1.0, class_weights: tuple[float, ...] = ()) ->
 
 @hookimpl
 def i2i_register_losses(registry):
-    registry.add("cgan", cgan)
-    registry.add("gan", gan)
-    registry.add("l1", l1)
-    registry.add("l2", l2)
-    registry.add("cross_entropy", cross_entropy)
+    registry.add("cgan", cgan, uses_discriminator=True)
+    registry.add("gan", gan, uses_discriminator=True)
+    registry.add("l1", l1, uses_discriminator=False)
+    registry.add("l2", l2, uses_discriminator=False)
+    registry.add("cross_entropy", cross_entropy, uses_discriminator=False)

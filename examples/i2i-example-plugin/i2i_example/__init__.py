@@ -66,4 +66,4 @@ def i2i_register_generators(registry):
 
 @i2i.hookimpl
 def i2i_register_losses(registry):
-    registry.add("latent_spread", latent_spread)
+    registry.add("latent_spread", latent_spread, uses_discriminator=False)  # G's term only, no D
