@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from i2i.errors import CheckpointError, DataError, I2IError, RecipeError, suggest
 from i2i.hookspecs import hookimpl, hookspec
-
-__version__ = "0.1.0"
+from i2i.version import __version__
 
 #: Public name -> the module that defines it.
 _LAZY = {
@@ -34,7 +33,7 @@ _LAZY = {
     "evaluate": "i2i.workflows.evaluate",
     "EvalResult": "i2i.workflows.evaluate",
     "DiversityResult": "i2i.diversity.api",
-    "resolve_recipe": "i2i.workflows.recipes",
+    "resolve_recipe": "i2i.assembly.sources",
     "get_host": "i2i.assembly.host",
     "set_host": "i2i.assembly.host",
     "PluginHost": "i2i.assembly.host",
@@ -71,6 +70,7 @@ _RENAMED = {"PALETTE_JSON_EXAMPLE": "JSON_EXAMPLE"}
 if TYPE_CHECKING:
     from i2i.assembly.build import pick_device
     from i2i.assembly.host import PluginHost, get_host, set_host
+    from i2i.assembly.sources import resolve_recipe
     from i2i.data.scan import LARGE_PIXELS, ItemProblem, ScanResult, image_header
     from i2i.diversity.api import DiversityResult
     from i2i.inference.translator import Translator, load
@@ -84,7 +84,6 @@ if TYPE_CHECKING:
     from i2i.schema import CheckContext, Range, recipe_check
     from i2i.speed.device_data import Geometry
     from i2i.workflows.evaluate import EvalResult, evaluate
-    from i2i.workflows.recipes import resolve_recipe
     from i2i.workflows.train import TrainResult, train
 
 

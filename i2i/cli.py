@@ -322,9 +322,9 @@ def bench(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Time training and inference of RECIPE here, each speed-up against the plain path."""
+    from i2i.assembly.sources import resolved as resolve
     from i2i.training.bench import bench as run_bench
     from i2i.training.bench import describe_extras, table
-    from i2i.workflows.recipes import resolved as resolve
 
     resolved = resolve(recipe, _host(), set_)
     summary = run_bench(
@@ -370,34 +370,20 @@ def serve(
     Needs the serve extra (pip install 'i2i[serve]'). Outputs are what 'i2i translate --size SIZE'
     writes for the same input; samplers add test-time dropout or latent codes.
     """
-    from i2i.serve.app import require_gradio
+    from i2i.serve.app import serve as serve_page
 
-    require_gradio()
-    from i2i.serve.app import build_app, host_warning, launch
-    from i2i.serve.labels import choose_palette
-    from i2i.serve.model import ServedModel
-
-    if not 1 <= port <= 65535:
-        raise I2IError(f"--port {port}: choose a port from 1 to 65535 (e.g. 7860).")
-    if not 32 <= canvas <= 2048:
-        raise I2IError(f"--canvas {canvas}: choose a side from 32 to 2048 pixels.")
-    if threads is not None:
-        if threads < 1:
-            raise I2IError(f"--threads {threads}: give at least 1.")
-        import torch
-
-        torch.set_num_threads(threads)  # on a busy CPU, fewer threads answer sooner
-    plugins = _host()
-    model = ServedModel(checkpoint, plugins, size=size, device=device)
-    examples = model.examples()
-    chosen, note = choose_palette(palette, plugins, examples)
-    err.print(escape(note), soft_wrap=True)
-    warning = host_warning(host, port)
-    if warning:
-        err.print(f"[bold yellow]Warning:[/bold yellow] {escape(warning)}", soft_wrap=True)
-    demo = build_app(model, chosen, note, examples, canvas=canvas)
-    err.print(f"Serving {escape(model.path)} on {model.device}; press Ctrl+C to stop.", soft_wrap=True)
-    launch(demo, host, port)
+    serve_page(
+        checkpoint,
+        _host(),
+        address=host,
+        port=port,
+        palette=palette,
+        size=size,
+        canvas=canvas,
+        device=device,
+        threads=threads,
+        console=err,
+    )
 
 
 @data_app.command("fetch")

@@ -18,16 +18,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from i2i.errors import DataError
-
-if TYPE_CHECKING:
-    from i2i.assembly.host import PluginHost
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{6})")
 JSON_EXAMPLE = '{"classes": [{"name": "wall", "colour": "#0130fe"}, {"name": "window", "colour": "#017ffe"}]}'
@@ -151,20 +147,3 @@ def load_palette(path: Path) -> Palette:
                 "every class needs its own name and colour."
             )
     return Palette(str(path), tuple(names), torch.tensor(rgb, dtype=torch.uint8))
-
-
-def find_palette(spec: str, host: PluginHost) -> Palette:
-    """A palette registered under ``spec`` through ``i2i_register_palettes``, or read from the JSON
-    file ``spec`` names."""
-    spec = str(spec).strip()
-    registry = host.registry("palette")
-    if spec in registry:
-        return registry.build(spec)
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return load_palette(path)
-    known = ", ".join(registry.names()) or "none installed"
-    raise DataError(
-        f"Unknown palette {spec!r}: it is neither a registered palette ({known}) nor an existing "
-        f"palette file. Give one of those names or the path of a JSON file like {JSON_EXAMPLE}."
-    )

@@ -22,7 +22,7 @@ from i2i.assembly.recipe import load_recipe, resolve
 from i2i.parallel.distributed import ShardedSampler
 from i2i.reports.run_report import read_log
 from i2i.runs.checkpoint import load_checkpoint
-from i2i.training.trainer import start_run
+from i2i.training.start import start_run
 
 # 8 items: 4 steps per epoch for 2 processes x batch 1 and for 1 process x batch 2. A U-Net of
 # depth 5 on 32 px has no dropout level; U-Net and PatchGAN use batch norm, which is synchronised.

@@ -17,7 +17,7 @@ from i2i.diversity.measures import diversity_of, pairwise_measures, pixel_std, q
 from i2i.errors import I2IError, RecipeError
 from i2i.reports.run_report import read_log
 from i2i.runs.checkpoint import load_checkpoint
-from i2i.training.trainer import start_run
+from i2i.training.start import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"

@@ -26,7 +26,7 @@ from i2i.inference.evaluate import EVAL_MODE_BATCH, evaluate_checkpoint
 from i2i.inference.loading import generator_from_checkpoint
 from i2i.runs.checkpoint import load_checkpoint
 from i2i.sampling import generate
-from i2i.training.trainer import start_run
+from i2i.training.start import start_run
 
 ITEMS = EVAL_MODE_BATCH + 2  # one full eval-mode batch and a short one
 

@@ -14,7 +14,7 @@ from i2i.assembly.host import get_host
 from i2i.assembly.recipe import load_recipe, resolve
 from i2i.cli import app
 from i2i.errors import I2IError
-from i2i.training.trainer import start_run
+from i2i.training.start import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"

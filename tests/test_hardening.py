@@ -466,7 +466,7 @@ def test_a_signal_during_the_ranks_agreement_is_not_lost(recipe):
     from test_training import resolved
 
     from i2i.assembly.host import get_host
-    from i2i.training.trainer import start_run
+    from i2i.training.start import start_run
 
     trainer = start_run(resolved(recipe), get_host(), show_progress=False)
     agree = trainer.world.agree

@@ -22,8 +22,7 @@ from PIL import Image
 from i2i.assembly.host import get_host
 from i2i.cli import main
 from i2i.errors import DataError
-from i2i.palette import find_palette
-from i2i.serve.labels import choose_palette, snap
+from i2i.serve.labels import choose_palette, find_palette, snap
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"

@@ -25,7 +25,7 @@ from i2i.errors import CheckpointError, DataError, I2IError
 from i2i.inference.evaluate import evaluate_checkpoint
 from i2i.reports.run_report import read_log
 from i2i.runs.checkpoint import load_checkpoint, save_checkpoint
-from i2i.training.trainer import start_run
+from i2i.training.start import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "facades_mini"

@@ -86,12 +86,12 @@ def test_exit_codes_tell_the_classes_of_outcome_apart(tmp_path, capsys, monkeypa
         assert code == cli_module.EXIT_USAGE == 2, (args, text)
         assert "Usage:" in text and "Internal error" not in text
     # 3: a bug in i2i or a plugin, told apart from both.
-    monkeypatch.setattr("i2i.assembly.recipe.load_recipe", _raise(RuntimeError("a bug")))
+    monkeypatch.setattr("i2i.workflows.preflight.load_recipe", _raise(RuntimeError("a bug")))
     code, text = cli(capsys, "validate", str(recipe))
     assert code == cli_module.EXIT_INTERNAL == 3
     assert "Internal error: RuntimeError: a bug" in text and "please report it" in text
     # 130: interrupted (Ctrl-C), as a shell reports a SIGINT.
-    monkeypatch.setattr("i2i.assembly.recipe.load_recipe", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr("i2i.workflows.preflight.load_recipe", _raise(KeyboardInterrupt()))
     code, text = cli(capsys, "validate", str(recipe))
     assert code == cli_module.EXIT_INTERRUPTED == 130 and "Error" not in text
 

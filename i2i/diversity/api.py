@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from i2i.assembly.host import PluginHost, get_host
+from i2i.assembly.sources import Overrides, override_strings
 from i2i.diversity.config import load_experiment
 from i2i.diversity.experiment import DiversityExperiment, ExperimentStopped
 from i2i.diversity.report import CSV_NAME
-from i2i.workflows.recipes import Overrides, override_strings
 
 
 @dataclass

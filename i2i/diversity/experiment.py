@@ -31,11 +31,12 @@ from i2i.diversity.measures import pairwise_measures, real_reference
 from i2i.diversity.protocol import Inputs, measure, protocol_record
 from i2i.diversity.report import write_figure, write_report
 from i2i.errors import CheckpointError, I2IError
-from i2i.inference.evaluate import generator_from_checkpoint
+from i2i.inference.loading import generator_from_checkpoint
 from i2i.reports.run_report import write_index
 from i2i.runs.checkpoint import load_checkpoint
 from i2i.sampling import Sampler
-from i2i.training.trainer import changed_on_resume, start_run
+from i2i.training.resume import changed_on_resume
+from i2i.training.start import start_run
 
 REFERENCE = "reference.json"
 #: What a result file and the reference must hold to be reused (besides a matching key).

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.markup import escape
 
+from i2i.assembly.host import PluginHost
 from i2i.errors import I2IError
 from i2i.inference.translate import read_input
 from i2i.palette import Palette
@@ -257,3 +260,45 @@ def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, *, block: bool 
         footer_links=["api"],
     )
     return url
+
+
+def serve(
+    checkpoint: Path,
+    host: PluginHost,
+    *,
+    address: str = "127.0.0.1",
+    port: int = 7860,
+    palette: str | None = None,
+    size: int | None = None,
+    canvas: int = 256,
+    device: str | None = None,
+    threads: int | None = None,
+    console: Console | None = None,
+    block: bool = True,
+) -> str:
+    """``i2i serve``: load the generator, pick the canvas palette, build the page and serve it.
+
+    Returns the page's address (at once when ``block`` is false). Problems raise :class:`I2IError`.
+    """
+    require_gradio()
+    from i2i.serve.labels import choose_palette
+
+    console = console or Console(stderr=True)
+    if not 1 <= port <= 65535:
+        raise I2IError(f"--port {port}: choose a port from 1 to 65535 (e.g. 7860).")
+    if not 32 <= canvas <= 2048:
+        raise I2IError(f"--canvas {canvas}: choose a side from 32 to 2048 pixels.")
+    if threads is not None:
+        if threads < 1:
+            raise I2IError(f"--threads {threads}: give at least 1.")
+        torch.set_num_threads(threads)  # on a busy CPU, fewer threads answer sooner
+    model = ServedModel(checkpoint, host, size=size, device=device)
+    examples = model.examples()
+    chosen, note = choose_palette(palette, host, examples)
+    console.print(escape(note), soft_wrap=True)
+    warning = host_warning(address, port)
+    if warning:
+        console.print(f"[bold yellow]Warning:[/bold yellow] {escape(warning)}", soft_wrap=True)
+    demo = build_app(model, chosen, note, examples, canvas=canvas)
+    console.print(f"Serving {escape(model.path)} on {model.device}; press Ctrl+C to stop.", soft_wrap=True)
+    return launch(demo, address, port, block=block)

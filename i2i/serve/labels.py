@@ -6,11 +6,14 @@ only ever saw the class colours, so every pixel is snapped to its nearest palett
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from i2i.assembly.host import PluginHost
-from i2i.palette import Palette, find_palette
+from i2i.errors import DataError
+from i2i.palette import JSON_EXAMPLE, Palette, load_palette
 
 #: A registered palette fits a data set when this share of its input pixels lies within
 #: ``MATCH_DISTANCE`` (RGB units) of a palette colour; JPEG label maps blur class edges, so not all do
@@ -95,3 +98,20 @@ def fill_rectangle(
     if x0 <= x1 and y0 <= y1:
         out[y0 : y1 + 1, x0 : x1 + 1] = np.asarray(colour, dtype=np.uint8)[:3]
     return out
+
+
+def find_palette(spec: str, host: PluginHost) -> Palette:
+    """A palette registered under ``spec`` through ``i2i_register_palettes``, or read from the JSON
+    file ``spec`` names."""
+    spec = str(spec).strip()
+    registry = host.registry("palette")
+    if spec in registry:
+        return registry.build(spec)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return load_palette(path)
+    known = ", ".join(registry.names()) or "none installed"
+    raise DataError(
+        f"Unknown palette {spec!r}: it is neither a registered palette ({known}) nor an existing "
+        f"palette file. Give one of those names or the path of a JSON file like {JSON_EXAMPLE}."
+    )

@@ -7,12 +7,7 @@ weighted sum of the losses' generator terms. Losses decide how D is fed (see :mo
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
-import os
-import random
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,60 +19,33 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from i2i import __version__
 from i2i.assembly.build import (
     Model,
-    build_dataset,
-    build_metrics,
     build_training,
-    describe_evaluation,
-    describe_split,
     loss_parameters,
 )
 from i2i.assembly.host import PluginHost
-from i2i.assembly.recipe import Recipe, dumps, resolve
+from i2i.assembly.recipe import Recipe
 from i2i.assembly.schedules import step_scheduler
-from i2i.data.imaging import save_triplet_grid
-from i2i.data.scan import check_split
-from i2i.errors import CheckpointError, DataError, I2IError
+from i2i.errors import CheckpointError, I2IError
 from i2i.losses import StepContext
 from i2i.parallel import distributed
 from i2i.reports.progress import TrainingProgress
-from i2i.runs.checkpoint import load_checkpoint, save_checkpoint
+from i2i.runs.checkpoint import save_checkpoint
 from i2i.runs.rundir import (
     RunLock,
-    check_resume_dir,
     forget_after,
-    new_run_dir,
     plugins_used,
-    remove_new_run_dir,
 )
 from i2i.sampling import generate
 from i2i.training.divergence import DivergenceGuard
+from i2i.training.resume import load_resume_state
+from i2i.training.runlog import RunLog
+from i2i.training.state import capture_state, restore_rng, restore_state
+from i2i.version import __version__
 
 #: Logged values shown next to the progress bar (all of them go to the log).
 SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
-
-#: Checkpoint key suffix of each optimised part (opt_G, sched_G, opt_D, ..., opt_L for the losses').
-OPTIMISED_KEYS = {"G": "G", "D": "D", "losses": "L"}
-
-#: Recipe sections that must not change when a run is resumed. ``optim`` too: the optimisers and
-#: schedules are restored from the checkpoint, so a new learning rate would be recorded but not used.
-FROZEN_ON_RESUME = ("data", "generator", "discriminator", "losses", "optim")
-
-
-def changed_on_resume(saved: Recipe, recipe: Recipe, host: PluginHost) -> list[str]:
-    """The frozen sections in which ``recipe`` differs from a checkpoint's ``saved`` recipe.
-
-    The saved recipe is resolved again first, so a setting added to a component since the run
-    started (with a default that keeps the old behaviour) does not count as a change.
-    """
-    try:
-        saved = resolve(copy.deepcopy(saved), host, source="the checkpoint's recipe")
-    except I2IError:
-        pass  # compare as stored: whatever no longer resolves differs anyway
-    return [s for s in FROZEN_ON_RESUME if saved.get(s) != recipe.get(s)]
-
 
 def set_requires_grad(net: torch.nn.Module | None, flag: bool) -> None:
     if net is not None:
@@ -119,7 +87,8 @@ class Trainer:
         self.train_cfg = recipe["train"]
         state = None
         if resume:  # rank 0 reads the checkpoint; the others need not see the run directory
-            state = self.world.broadcast(self._load_resume_state() if self.world.is_main else None)
+            on_main = self.world.is_main
+            state = self.world.broadcast(load_resume_state(self.run_dir, recipe, host) if on_main else None)
         parts = build_training(recipe, host)
         for note in parts.notes:
             self.console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
@@ -143,13 +112,8 @@ class Trainer:
         self.guard = DivergenceGuard(
             self.run_dir, skip=bool(self.train_cfg.get("skip_nonfinite", False)), agree_all=self.world.all
         )
-        self.sample_inputs = self._sample_batch(dataset)
-        self.sample_z = None
-        if self.model.latent_dim > 0:
-            gen = torch.Generator().manual_seed(seed + 1)
-            self.sample_z = torch.randn(len(self.sample_inputs[0]), self.model.latent_dim, generator=gen).to(
-                self.device
-            )
+        main, latent = self.world.is_main, self.model.latent_dim
+        self.runlog = RunLog(self.run_dir, recipe, host, dataset, self.device, latent, is_main=main)
         if state is not None:
             self._restore(state)
         #: G and D as the step calls them (DDP-wrapped when several processes train).
@@ -168,22 +132,6 @@ class Trainer:
         self.lock: RunLock | None = None  # set by start_run, released when run() ends
 
     # -- state -----------------------------------------------------------------------------------
-    def _load_resume_state(self) -> dict[str, Any]:
-        path = self.run_dir / "checkpoints" / "latest.pt"
-        if not path.is_file():
-            raise CheckpointError(
-                f"Cannot resume: {path} does not exist (was {self.run_dir} created by 'i2i run'?)."
-            )
-        state = load_checkpoint(path)
-        changed = changed_on_resume(state["recipe"], self.recipe, self.host)
-        if changed:
-            raise I2IError(
-                f"Cannot resume {self.run_dir}: the recipe's [{'], ['.join(changed)}] differ from "
-                f"the run's (saved in {self.run_dir / 'recipe.toml'}). Resume with that recipe, "
-                "or start a new run."
-            )
-        return state
-
     def forget_after_checkpoint(self) -> None:
         """On resume: drop what a hard kill left after the checkpoint being resumed from (log
         lines of steps that are trained again, temporary checkpoint files). Call it under the lock."""
@@ -210,33 +158,14 @@ class Trainer:
             "epoch_loss": [float(self._epoch_loss[0]), self._epoch_loss[1]],
             "skipped_nonfinite": self.guard.skipped,
             "world_size": self.world.size,  # batch_in_epoch counts batches of this many processes
-            "generator": m.generator.state_dict(),
-            "losses": [loss.state_dict() for _, loss in m.losses],
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": random.getstate(),
-            },
+            **capture_state(m, self.optimised),
         }
-        if m.discriminator is not None:
-            state["discriminator"] = m.discriminator.state_dict()
-        for key, part in self.optimised.items():
-            state[f"opt_{OPTIMISED_KEYS[key]}"] = part.optimizer.state_dict()
-            state[f"sched_{OPTIMISED_KEYS[key]}"] = part.scheduler.state_dict()
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         m = self.model
         try:
-            m.generator.load_state_dict(state["generator"])
-            if m.discriminator is not None:
-                m.discriminator.load_state_dict(state["discriminator"])
-            loss_states = state.get("losses", [{} for _ in m.losses])
-            for (_, loss), loss_state in zip(m.losses, loss_states, strict=True):
-                loss.load_state_dict(loss_state)
-            for key, part in self.optimised.items():
-                part.optimizer.load_state_dict(state[f"opt_{OPTIMISED_KEYS[key]}"])
-                part.scheduler.load_state_dict(state[f"sched_{OPTIMISED_KEYS[key]}"])
+            restore_state(m, self.optimised, state)
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
             self.batch_in_epoch, note = distributed.resume_position(state, self.recipe["data"]["batch_size"])
             if note and self.world.is_main:
@@ -245,11 +174,7 @@ class Trainer:
             self._pending_log = dict(state.get("pending_log", {}))
             self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
             self.guard.skipped = int(state.get("skipped_nonfinite", 0))
-            torch.set_rng_state(state["rng"]["torch"])
-            if state["rng"]["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-            py = state["rng"]["python"]
-            random.setstate((py[0], tuple(py[1]), py[2]))
+            restore_rng(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"{state.get('path')} does not match this recipe's networks: {exc}"
@@ -374,8 +299,6 @@ class Trainer:
             self.release()
 
     def _run(self) -> RunResult:
-        writer = self._tensorboard()
-        log_path = self.run_dir / "log.jsonl"
         total_steps = self.total_steps()
         cfg = self.train_cfg
         sums = self._pending_log  # losses since the last log line (kept across a resume)
@@ -396,8 +319,7 @@ class Trainer:
         for net in (self.model.generator, self.model.discriminator):
             if net is not None:
                 net.train()
-        log_file = log_path if self.world.is_main else Path(os.devnull)  # rank 0 writes the log
-        with self._graceful_stop(), progress, log_file.open("a", encoding="utf-8") as log:
+        with self._graceful_stop(), progress, self.runlog.opened():
             if self.world.is_main:
                 progress.start(self.step, self.epoch)
             while self.epoch < self.total_epochs and self.step < total_steps and not self._stop_requested:
@@ -420,7 +342,7 @@ class Trainer:
                         self.guard.check_losses(last, self.step)  # before anything NaN is logged or saved
                         if self.guard.skip:
                             last["skipped_nonfinite"] = self.guard.skipped
-                        self._log(log, writer, last, self.elapsed())
+                        self._log(last)
                         sums.clear()
                         shown = " ".join(f"{k}={v:.3f}" for k, v in last.items() if k in SHOWN)
                     save_due = save_every_s > 0 and now - self._saved[1] > save_every_s
@@ -431,17 +353,16 @@ class Trainer:
                     if save_due:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
-                        self.write_samples(writer)
+                        self.write_samples()
                     if self.world.is_main:
                         progress.update(self.step, self.epoch, shown)
                     if self.step >= total_steps or self._stop_requested:
                         break
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self._end_epoch(float(self._epoch_loss[0]) / max(self._epoch_loss[1], 1))
-        self.write_samples(writer)
+            self.write_samples()
+        self.runlog.close()
         self.save()
-        if writer is not None:
-            writer.close()
         return RunResult(self.run_dir, self.step, self.epoch, interrupted=self._stop_requested)
 
     def _batches(self) -> Iterator[dict[str, Any]]:
@@ -471,22 +392,11 @@ class Trainer:
         """Training seconds so far, across resumed sessions."""
         return self._elapsed_before + time.perf_counter() - self._session_start
 
-    def _log(self, log, writer, values: dict[str, float], elapsed: float) -> None:
-        record = {
-            "step": self.step,
-            "epoch": self.epoch + 1,
-            "lr_G": self.opt_G.param_groups[0]["lr"],
-            "time": round(elapsed, 3),
-        }
+    def _log(self, values: dict[str, float]) -> None:
+        lrs = {"lr_G": self.opt_G.param_groups[0]["lr"]}
         if self.opt_D is not None:
-            record["lr_D"] = self.opt_D.param_groups[0]["lr"]
-        record.update(values)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if writer is not None:
-            for k, v in record.items():
-                if k not in ("step", "epoch", "time"):
-                    writer.add_scalar(k, v, self.step)
+            lrs["lr_D"] = self.opt_D.param_groups[0]["lr"]
+        self.runlog.record(self.step, self.epoch + 1, lrs, values, self.elapsed())
 
     def _end_epoch(self, epoch_metric: float) -> None:
         self._epoch_loss = [0.0, 0]
@@ -500,123 +410,6 @@ class Trainer:
             self.save(f"epoch_{self.epoch:04d}.pt")
 
     # -- outputs ---------------------------------------------------------------------------------
-    def _sample_batch(self, train_set) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fixed set of held-out inputs (training ones if there is no eval split) for grids."""
-        n = max(1, self.train_cfg["num_samples"])
-        try:
-            source = build_dataset(self.recipe, self.host, self.recipe["eval"]["split"])
-        except I2IError:
-            source = train_set
-        if len(source) == 0:
-            source = train_set
-        with torch.random.fork_rng(devices=[]):  # jitter here must not shift the training RNG
-            torch.manual_seed(self.recipe["experiment"]["seed"])
-            items = [source[i] for i in range(min(n, len(source)))]
-        return (torch.stack([it["A"] for it in items]), torch.stack([it["B"] for it in items]))
-
-    @torch.no_grad()
-    def write_samples(self, writer=None) -> Path:
-        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
-        if not self.world.is_main:
-            return path
-        G = self.model.generator
-        was_training = G.training
-        G.eval()
-        A, B = self.sample_inputs
-        A_dev = A.to(self.device)
-        fake = generate(G, A_dev, self.sample_z)
-        G.train(was_training)
-        save_triplet_grid(list(zip(A, fake.cpu(), B, strict=True)), path)
-        if writer is not None:
-            from torchvision.io import decode_image
-
-            writer.add_image("samples", decode_image(str(path)), self.step)
-        return path
-
-    def _tensorboard(self):
-        if not self.train_cfg["tensorboard"] or not self.world.is_main:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # the optional 'tensorboard' extra is not installed
-            return None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-
-
-def check_eval_split(recipe: Recipe, host: PluginHost, console: Console) -> None:
-    """Say how large the evaluation will be, and find bad files of its split now, not after hours
-    of training. A missing split is not an error here: the run then ends with its report and a hint.
-    """
-    split = recipe["eval"]["split"]
-    try:
-        dataset = build_dataset(recipe, host, split)
-    except DataError:
-        console.print(escape(describe_evaluation(recipe, None)), soft_wrap=True, highlight=False)
-        return
-    console.print(escape(describe_evaluation(recipe, len(dataset))), soft_wrap=True, highlight=False)
-    _, notes = check_split(dataset, describe_split(recipe, split), recipe["data"]["skip_bad"])
-    for note in notes:
-        console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
-
-
-def start_run(
-    recipe: Recipe,
-    host: PluginHost,
-    *,
-    resume_dir: Path | None = None,
-    console: Console | None = None,
-    show_progress: bool = True,
-) -> Trainer:
-    """Create (or reopen) the run directory, record the recipe and plugins, and make a Trainer.
-
-    Evaluation metrics are built first, so that one that cannot work (FID without its weights file)
-    stops the run before training rather than after it.
-    """
-    world = distributed.world()  # with several processes only rank 0 touches the run directory
-    if recipe["train"]["evaluate"] and world.is_main:
-        build_metrics(recipe["eval"]["metrics"], host)
-        check_eval_split(recipe, host, console or Console(stderr=True))
-    output_dir = Path(recipe["experiment"]["output_dir"])
-    output_dir_existed = output_dir.is_dir()
-    if resume_dir is not None:
-        run_dir = check_resume_dir(Path(resume_dir)) if world.is_main else Path(resume_dir)
-    else:
-        run_dir = world.broadcast(new_run_dir(recipe) if world.is_main else None)
-    lock = RunLock(run_dir)
-    try:
-        if world.is_main:
-            lock.acquire()
-        trainer = Trainer(
-            recipe,
-            host,
-            run_dir,
-            resume=resume_dir is not None,
-            console=console,
-            show_progress=show_progress,
-        )
-    except BaseException:
-        lock.release()
-        if resume_dir is None and world.is_main:  # nothing was trained: leave no empty run directory
-            remove_new_run_dir(run_dir, output_dir, output_dir_existed)
-        raise
-    trainer.lock = lock
-    if not world.is_main:
-        return trainer
-    if resume_dir is not None:
-        trainer.forget_after_checkpoint()
-    # Rewritten on resume too: [train] and [eval] may change then, and 'i2i run --resume RUN_DIR'
-    # continues with this file, --set values included.
-    (run_dir / "recipe.toml").write_text(dumps(recipe), encoding="utf-8")
-    if resume_dir is None:
-        environment = {
-            "i2i": __version__,
-            "torch": torch.__version__,
-            "python": sys.version.split()[0],
-            "device": str(trainer.device),
-            "processes": world.size,
-        }
-        (run_dir / "plugins.json").write_text(
-            json.dumps({"plugins": plugins_used(recipe, host), "environment": environment}, indent=2) + "\n",
-            encoding="utf-8",
-        )
-    return trainer
+    def write_samples(self) -> Path:
+        """The sample grid of this step (rank 0 writes it)."""
+        return self.runlog.write_samples(self.model.generator, self.step)

@@ -12,10 +12,10 @@ from typing import Any
 from i2i.assembly.build import build_dataset, describe_plan
 from i2i.assembly.host import PluginHost
 from i2i.assembly.recipe import Recipe, dumps, load_recipe
+from i2i.assembly.sources import resolved
 from i2i.data.scan import SplitReport, verify_splits
 from i2i.diversity.config import is_experiment, load_experiment
 from i2i.errors import I2IError
-from i2i.workflows.recipes import resolved
 
 
 def plugin_listing(host: PluginHost) -> dict[str, list[dict[str, Any]]]:

@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from i2i.assembly.host import PluginHost, get_host
+from i2i.assembly.sources import Overrides, RecipeSource, override_strings, resolved
 from i2i.errors import DataError, I2IError
 from i2i.parallel import distributed
 from i2i.parallel.launch import launch, launched, write_status
 from i2i.reports.run_report import write_index
 from i2i.runs.rundir import check_resume_dir
 from i2i.workflows.evaluate import EvalResult, evaluate
-from i2i.workflows.recipes import Overrides, RecipeSource, override_strings, resolved
 
 
 @dataclass
@@ -85,7 +85,7 @@ def train(
     if nproc > 1 and not launched():
         return _launch(recipe, sets, resume, nproc, progress)
     world = distributed.init(plan["experiment"]["device"])  # rank 0 of 1 unless torchrun started us
-    from i2i.training.trainer import start_run
+    from i2i.training.start import start_run
 
     trainer = start_run(plan, host, resume_dir=resume, console=console, show_progress=progress)
     notes: list[str] = []
