@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import typing
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import torch
@@ -409,6 +410,36 @@ class ResnetGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.input_nc, 4, "ResNet generator")
         return self.model(x)
+
+    def encode(self, x: Tensor, layers: Sequence[int]) -> list[Tensor]:
+        """The activations after the given layers of ``self.model``, in the order asked for.
+
+        For feature losses on the encoder, such as CUT's PatchNCE. Index ``i`` is the output of
+        ``self.model[i]``: 0 the reflection padding (the padded input image), 1 the 7x7 conv, 4 and
+        7 the two stride-2 convs (before their norm), 10 the first residual block, 10 + k block k.
+        The layers after the highest index are not run. In-place ReLUs run out of place here, so
+        a returned activation is never overwritten; the outputs equal the forward pass's, and
+        nothing about the generator (parameters, ``forward``) changes.
+        """
+        _check_input(x, self.input_nc, 4, "ResNet generator")
+        wanted = list(layers)
+        count = len(self.model)
+        bad = [i for i in wanted if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < count]
+        if bad or not wanted:
+            raise I2IError(
+                f"The ResNet generator's encode() takes layer indices from 0 to {count - 1}, got "
+                f"{wanted!r}."
+            )
+        kept: dict[int, Tensor] = {}
+        last = max(wanted)
+        feat = x
+        for index, layer in enumerate(self.model):
+            feat = torch.relu(feat) if isinstance(layer, nn.ReLU) else layer(feat)
+            if index in wanted:
+                kept[index] = feat
+            if index == last:
+                break
+        return [kept[i] for i in wanted]
 
 
 @recipe_check(_check_resnet)
