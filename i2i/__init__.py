@@ -39,6 +39,11 @@ _LAZY = {
     "PluginHost": "i2i.assembly.host",
     "pick_device": "i2i.assembly.build",
     # the plugin contract
+    "TrainingModel": "i2i.models",
+    "ModelParts": "i2i.models",
+    "OptimiserGroup": "i2i.models",
+    "StepTools": "i2i.models",
+    "set_requires_grad": "i2i.models",
     "Loss": "i2i.losses",
     "StepContext": "i2i.losses",
     "call_frozen": "i2i.losses",
@@ -76,6 +81,7 @@ if TYPE_CHECKING:
     from i2i.inference.translator import Translator, load
     from i2i.losses import Loss, StepContext, call_frozen
     from i2i.metrics import Metric
+    from i2i.models import ModelParts, OptimiserGroup, StepTools, TrainingModel, set_requires_grad
     from i2i.nn_init import init_weights
     from i2i.palette import JSON_EXAMPLE as PALETTE_JSON_EXAMPLE
     from i2i.palette import Palette, load_palette, make_palette
@@ -115,6 +121,8 @@ __all__ = [
     "LARGE_PIXELS",
     "Loss",
     "Metric",
+    "ModelParts",
+    "OptimiserGroup",
     "PALETTE_JSON_EXAMPLE",
     "Palette",
     "PluginHost",
@@ -125,6 +133,8 @@ __all__ = [
     "Sampler",
     "ScanResult",
     "StepContext",
+    "StepTools",
+    "TrainingModel",
     "TrainResult",
     "Translator",
     "__version__",
@@ -147,6 +157,7 @@ __all__ = [
     "recipe_check",
     "resolve_recipe",
     "set_host",
+    "set_requires_grad",
     "suggest",
     "train",
 ]

@@ -263,6 +263,9 @@ def translate(
     ] = None,
     mode: Annotated[str, typer.Option(help="Inference mode: eval or train.")] = "eval",
     device: Annotated[str | None, typer.Option()] = None,
+    direction: Annotated[
+        str, typer.Option(help="AtoB, or BtoA for the reverse generator of a model that has one (cyclegan).")
+    ] = "AtoB",
 ) -> None:
     """Apply a trained generator to a folder of images; outputs keep the inputs' sizes."""
     from i2i.inference.translate import translate_folder
@@ -276,6 +279,7 @@ def translate(
         size=size,
         mode=mode,
         device=device,
+        direction=direction,
         console=err,
     )
     out.print(f"Translated {report.count} images into {escape(str(output_dir))}.")
@@ -292,6 +296,9 @@ def export(
     ] = "both",
     size: Annotated[int, typer.Option(help="Example input side length in pixels.")] = 256,
     half: Annotated[bool, typer.Option("--half", help="safetensors: store fp16 weights.")] = False,
+    direction: Annotated[
+        str, typer.Option(help="AtoB, or BtoA for the reverse generator of a model that has one (cyclegan).")
+    ] = "AtoB",
 ) -> None:
     """Write the generator as TorchScript, ONNX and/or safetensors, checked against the original.
 
@@ -303,7 +310,14 @@ def export(
     wanted = ["torchscript", "onnx"] if formats == "both" else [f.strip() for f in formats.split(",")]
     missing: list[str] | None = [] if formats == "both" else None  # "both": what is installed
     exported = export_generator(
-        checkpoint, _host(), wanted, out_dir=out_dir, size=size, half=half, missing=missing
+        checkpoint,
+        _host(),
+        wanted,
+        out_dir=out_dir,
+        size=size,
+        half=half,
+        missing=missing,
+        direction=direction,
     )
     for path, diff in exported:
         out.print(f"Wrote {escape(str(path))} (max difference to PyTorch: {diff:.2e})", soft_wrap=True)
@@ -364,6 +378,9 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for the generator (default: PyTorch's, one per core).")
     ] = None,
+    direction: Annotated[
+        str, typer.Option(help="AtoB, or BtoA for the reverse generator of a model that has one (cyclegan).")
+    ] = "AtoB",
 ) -> None:
     """Open a local web page: draw a label map or upload an input and see the generator's answer.
 
@@ -382,6 +399,7 @@ def serve(
         canvas=canvas,
         device=device,
         threads=threads,
+        direction=direction,
         console=err,
     )
 
@@ -489,6 +507,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # an internal error: keep it short unless asked
         if debug:
             raise
+        from i2i.parallel.launch import lost_peer_message
+
+        lost = lost_peer_message(exc)  # a worker of a distributed run whose peer died: not a bug
+        if lost is not None:
+            if lost:  # "" when the 'i2i run --nproc' launcher explains what happened
+                err.print(f"[bold red]Error:[/bold red] {escape(lost)}", highlight=False, soft_wrap=True)
+            sys.exit(EXIT_USER_ERROR)
         err.print(
             f"[bold red]Internal error:[/bold red] {type(exc).__name__}: "
             f"{escape(str(exc))}\nRun again with --debug (or {DEBUG_ENV}=1) for the "

@@ -17,6 +17,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
+def i2i_register_models(registry: Registry) -> None:
+    """Register model kinds: ``factory(**params) -> i2i.TrainingModel`` (usually the class itself).
+
+    A model owns the training step: its networks, its optimisers, what one step does and which
+    network translates A→B (and B→A). See :mod:`i2i.models`; a recipe picks one with
+    ``[model] name = "..."`` (default ``pix2pix``), its other keys being the factory's parameters.
+    """
+
+
+@hookspec
 def i2i_register_generators(registry: Registry) -> None:
     """Register generator factories: ``factory(input_nc, output_nc, **params) -> nn.Module``.
 

@@ -114,7 +114,7 @@ def test_list_plugins_json():
     }
     assert by_name["loss", "latent_spread"]["package"] == "i2i-example-plugin"
     assert by_name["generator", "noise_encoder_decoder"]["plugin"] == "example"
-    kinds = {"dataset", "discriminator", "generator", "loss", "metric", "sampler", "palette"}
+    kinds = {"dataset", "discriminator", "generator", "loss", "metric", "sampler", "palette", "model"}
     assert kinds == {k for k, _ in by_name}
     assert by_name["palette", "cmp_facades"]["plugin"] == "pix2pix-palettes"
 

@@ -11,13 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from i2i.assembly.host import PluginHost
-from i2i.assembly.recipe import HOST_SETTINGS, Recipe
+from i2i.assembly.recipe import DEFAULT_MODEL, HOST_SETTINGS, Recipe
 from i2i.assembly.schedules import make_scheduler
 from i2i.data.order import EpochSampler, SeededItems
 from i2i.data.scan import check_split
 from i2i.errors import DataError, I2IError
 from i2i.losses import Loss
 from i2i.metrics import Metric
+from i2i.models import TrainingModel
 from i2i.nn_init import init_weights
 from i2i.parallel import distributed
 from i2i.sampling import latent_dim
@@ -112,63 +113,59 @@ def build_metrics(entries: list[str | dict[str, Any]], host: PluginHost) -> dict
     return metrics
 
 
-def build_discriminator(
-    recipe: Recipe, host: PluginHost, losses: list[tuple[str, Loss]], input_nc: int, output_nc: int
-) -> nn.Module | None:
-    """D, if any loss needs one; its input channels depend on whether a loss conditions it."""
-    adversarial = [loss for _, loss in losses if loss.uses_discriminator]
-    if not adversarial:
-        return None
-    if "discriminator" not in recipe:
-        names = [n for n, loss in losses if loss.uses_discriminator]
-        raise I2IError(
-            f"The loss {names[0]!r} trains a discriminator, but the recipe has no "
-            f"[discriminator] section. Available: "
-            f"{', '.join(host.registry('discriminator').names())}."
-        )
-    conditional = {loss.conditional for loss in adversarial}
-    if len(conditional) > 1:
-        raise I2IError(
-            "Conditional and unconditional adversarial losses cannot share one "
-            "discriminator: use either 'cgan' or 'gan'."
-        )
-    d_in = output_nc + (input_nc if conditional.pop() else 0)
-    table = recipe["discriminator"]
-    return host.registry("discriminator").build(table["name"], input_nc=d_in, **_params(table))
+class RecipeParts:
+    """:class:`i2i.ModelParts`: the recipe's components, built through the registries."""
+
+    def __init__(self, recipe: Recipe, host: PluginHost, input_nc: int, output_nc: int, initialise: bool):
+        self.recipe, self.host = recipe, host
+        self.input_nc, self.output_nc = input_nc, output_nc
+        self._initialise = initialise
+
+    def generator(self, input_nc: int, output_nc: int) -> nn.Module:
+        return build_generator(self.recipe, self.host, input_nc, output_nc)
+
+    def discriminator(self, input_nc: int) -> nn.Module:
+        table = self.recipe.get("discriminator")
+        if table is None:
+            raise I2IError(
+                "This model trains a discriminator, but the recipe has no [discriminator] section. "
+                f"Available: {', '.join(self.host.registry('discriminator').names())}."
+            )
+        net = self.host.registry("discriminator").build(table["name"], input_nc=input_nc, **_params(table))
+        if not isinstance(net, nn.Module):
+            raise I2IError(f"discriminator {table['name']!r} did not build a torch.nn.Module.")
+        return net
+
+    def losses(self, generator: nn.Module) -> list[tuple[str, Loss]]:
+        losses = build_losses(self.recipe, self.host)
+        for _, loss in losses:
+            loss.setup(input_nc=self.input_nc, output_nc=self.output_nc, latent_dim=latent_dim(generator))
+        return losses
+
+    def initialise(self, *networks: nn.Module | None) -> None:
+        train = self.recipe["train"]
+        if self._initialise and train["init"] != "none":
+            for net in networks:
+                if net is not None:
+                    init_weights(net, train["init"], train["init_gain"])
 
 
-@dataclass
-class Model:
-    """The networks and losses of one experiment."""
-
-    generator: nn.Module
-    discriminator: nn.Module | None
-    losses: list[tuple[str, Loss]]
-    input_nc: int
-    output_nc: int
-
-    @property
-    def latent_dim(self) -> int:
-        return latent_dim(self.generator)
+def model_table(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's ``[model]`` table (``name = "pix2pix"`` when it has none)."""
+    return recipe.get("model") or {"name": DEFAULT_MODEL}
 
 
 def build_model(
     recipe: Recipe, host: PluginHost, input_nc: int, output_nc: int, initialise: bool = True
-) -> Model:
-    """G, the losses (set up with G's latent size, so they can build networks of their own) and D.
-
-    Losses initialise the networks they own themselves: one may hold pretrained weights.
-    """
-    generator = build_generator(recipe, host, input_nc, output_nc)
-    losses = build_losses(recipe, host)
-    for _, loss in losses:
-        loss.setup(input_nc=input_nc, output_nc=output_nc, latent_dim=latent_dim(generator))
-    discriminator = build_discriminator(recipe, host, losses, input_nc, output_nc)
-    if initialise and recipe["train"]["init"] != "none":
-        for net in (generator, discriminator):
-            if net is not None:
-                init_weights(net, recipe["train"]["init"], recipe["train"]["init_gain"])
-    return Model(generator, discriminator, losses, input_nc, output_nc)
+) -> TrainingModel:
+    """The recipe's model kind with its networks built (and initialised, unless ``initialise`` is
+    False); networks a loss owns are the loss's to initialise (one may hold pretrained weights)."""
+    table = model_table(recipe)
+    model = host.registry("model").build(table["name"], **_params(table))
+    if not isinstance(model, TrainingModel):
+        raise I2IError(f"model {table['name']!r} did not build an i2i.TrainingModel.")
+    model.build(RecipeParts(recipe, host, input_nc, output_nc, initialise))
+    return model
 
 
 def make_adam(params, optim: dict[str, Any], lr: float, device: torch.device) -> torch.optim.Adam:
@@ -188,6 +185,7 @@ class Optimised:
 
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    logged: bool = True  # its learning rate is logged as lr_NAME
 
 
 @dataclass
@@ -200,19 +198,14 @@ class Training:
     sampler: EpochSampler
     loader: DataLoader | DecodedLoader
     steps_per_epoch: int
-    model: Model
-    #: ``"G"`` always; ``"D"`` when there is a discriminator; ``"losses"`` when losses own
-    #: trainable parameters (stepped together with G, at G's learning rate).
+    model: TrainingModel
+    #: One optimiser and schedule per group the model asked for (pix2pix: "G", "D" when there is a
+    #: discriminator, "L" when losses own trainable parameters).
     optimised: dict[str, Optimised]
     #: What the data scan found worth saying (skipped files, odd sizes), to show at the start.
     notes: list[str] = field(default_factory=list)
     #: The ``[speed]`` settings in force (see :mod:`i2i.speed`).
     speed: StepSpeed | None = None
-
-
-def loss_parameters(model: Model) -> list[nn.Parameter]:
-    """The trainable parameters owned by the losses (e.g. BicycleGAN's encoder)."""
-    return [p for _, loss in model.losses for p in loss.parameters() if p.requires_grad]
 
 
 def build_training(recipe: Recipe, host: PluginHost) -> Training:
@@ -249,32 +242,20 @@ def build_training(recipe: Recipe, host: PluginHost) -> Training:
             notes.append(f"data.cache: {problem}; loading with the DataLoader.")
     model = build_model(recipe, host, dataset.input_nc, dataset.output_nc)
     sync_bn = recipe["train"]["sync_batchnorm"]
-    if distributed.sync_batchnorm_wanted(sync_bn, model.generator, model.discriminator):
-        model.generator = distributed.convert_batchnorm(model.generator, device)
-        if model.discriminator is not None:
-            model.discriminator = distributed.convert_batchnorm(model.discriminator, device)
-    model.generator.to(device)
-    if model.discriminator is not None:
-        model.discriminator.to(device)
-    for _, loss in model.losses:
-        loss.to(device)
-    networks = [net for net in (model.generator, model.discriminator) if net is not None]
-    speed = prepare_step(decide(recipe.get("speed"), device), device, networks)
+    networks = model.networks()
+    if distributed.sync_batchnorm_wanted(sync_bn, *networks.values()):
+        for name, net in networks.items():
+            setattr(model, name, distributed.convert_batchnorm(net, device))
+    model.to(device)
+    speed = prepare_step(decide(recipe.get("speed"), device), device, list(model.networks().values()))
     notes += speed.notes
 
     optim, train = recipe["optim"], recipe["train"]
-
-    def optimised(params, lr: float) -> Optimised:
-        opt = make_adam(params, optim, lr, device)
-        return Optimised(opt, make_scheduler(opt, optim, train))
-
-    parts = {"G": optimised(model.generator.parameters(), optim["lr"])}
-    if model.discriminator is not None:
-        lr_D = optim["lr"] if optim["lr_D"] is None else optim["lr_D"]
-        parts["D"] = optimised(model.discriminator.parameters(), lr_D)
-    owned = loss_parameters(model)
-    if owned:
-        parts["losses"] = optimised(owned, optim["lr"])
+    rates = {"lr": optim["lr"], "lr_D": optim["lr"] if optim["lr_D"] is None else optim["lr_D"]}
+    parts = {}
+    for name, group in model.optimiser_groups().items():
+        opt = make_adam(group.parameters, optim, rates[group.lr], device)
+        parts[name] = Optimised(opt, make_scheduler(opt, optim, train), group.logged)
     return Training(
         device=device,
         dataset=dataset,

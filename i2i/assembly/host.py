@@ -28,6 +28,7 @@ DISABLE_ENV = "I2I_DISABLE_PLUGINS"
 
 #: kind → (hook name, parameters the host injects into that kind's factories)
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "model": ("i2i_register_models", ()),
     "generator": ("i2i_register_generators", ("input_nc", "output_nc")),
     "discriminator": ("i2i_register_discriminators", ("input_nc",)),
     "loss": ("i2i_register_losses", ()),

@@ -146,12 +146,14 @@ HOST_SETTINGS["speed"] = SPEED_SETTINGS
 
 #: Sections holding one component: section → (registry kind, whether the section is required).
 COMPONENT_SECTIONS = {
+    "model": ("model", False),
     "data": ("dataset", True),
     "generator": ("generator", True),
     "discriminator": ("discriminator", False),
 }
 ALL_SECTIONS = [
     "experiment",
+    "model",
     "data",
     "generator",
     "discriminator",
@@ -379,6 +381,20 @@ def _run_checks(checks: list[tuple[str, Any, dict]], out: Recipe, problems: list
         problems += [f"{where}.{p}" for p in found]
 
 
+#: The model kind of a recipe without a [model] section.
+DEFAULT_MODEL = "pix2pix"
+
+
+def _model_class(table: Any, host: PluginHost) -> Any:
+    """The registered model factory a checked ``[model]`` table names (None if it did not check)."""
+    if not isinstance(table, dict) or "name" not in table:
+        return None
+    try:
+        return host.registry("model").get(table["name"]).factory
+    except I2IError:
+        return None
+
+
 def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
     """Validate ``recipe`` completely and return it with every default filled in."""
     problems: list[str] = []
@@ -414,11 +430,26 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
         )
         if checked is not None:
             out[section] = checked
+    if "model" not in out and "model" not in recipe:
+        out["model"] = {"name": DEFAULT_MODEL}  # a recipe without [model] is pix2pix, as before
+    model = _model_class(out.get("model"), host)
+    if model is not None and getattr(model, "needs_discriminator", False) and "discriminator" not in recipe:
+        problems.append(
+            f"[discriminator]: missing; the model {out['model']['name']!r} trains one. Available: "
+            f"{', '.join(host.registry('discriminator').names()) or 'none'}."
+        )
+    uses_losses = model is None or getattr(model, "uses_losses", True)
     losses = recipe.get("losses", [])
     if not isinstance(losses, list):
         problems.append("[[losses]]: expected an array of tables ([[losses]] entries).")
         losses = []
-    if not losses:
+    if losses and not uses_losses:
+        problems.append(
+            f"[[losses]]: the model {out['model']['name']!r} has its own losses (set their weights in "
+            "[model]); remove the [[losses]] tables."
+        )
+        losses = []
+    if not losses and uses_losses:
         problems.append(
             "[[losses]]: at least one loss is needed. Available: "
             f"{', '.join(host.registry('loss').names()) or 'none'}."

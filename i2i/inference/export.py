@@ -40,6 +40,7 @@ def export_generator(
     tolerance: float = 1e-3,
     half: bool = False,
     missing: list[str] | None = None,
+    direction: str = "AtoB",
 ) -> list[tuple[Path, float]]:
     """Write the generator (eval mode) in each format; returns (path, max abs difference).
 
@@ -52,7 +53,7 @@ def export_generator(
     if unknown:
         raise I2IError(f"Unknown export format {unknown[0]!r}: use {', '.join(FORMATS)}.")
     state = load_checkpoint(checkpoint)
-    G = generator_from_checkpoint(state, host, torch.device("cpu")).eval()
+    G = generator_from_checkpoint(state, host, torch.device("cpu"), direction).eval()
     multiple = size_multiple(G)
     if size < multiple or size % multiple:
         raise I2IError(
@@ -62,14 +63,15 @@ def export_generator(
         )
     latent = int(getattr(G, "latent_dim", 0) or 0)
     module = _WithLatent(G) if latent else G
-    x = torch.rand(1, state["io"]["input_nc"], size, size) * 2 - 1
+    stem = "generator" if direction == "AtoB" else "generator_BtoA"
+    x = torch.rand(1, state["io" if direction == "AtoB" else "io_BtoA"]["input_nc"], size, size) * 2 - 1
     inputs = (x, torch.randn(1, latent)) if latent else (x,)
     expected = module(*inputs)
     out_dir = Path(out_dir) if out_dir else Path(state["path"]).parent.parent / "export"
     output_folder(out_dir, "The export folder")
     results = []
     if "torchscript" in formats:
-        path = out_dir / "generator.torchscript.pt"
+        path = out_dir / f"{stem}.torchscript.pt"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(module, inputs)
@@ -80,12 +82,13 @@ def export_generator(
         if missing is not None and importlib.util.find_spec("onnxruntime") is None:
             missing.append("ONNX was not written: it needs the optional extra, pip install 'i2i[onnx]'.")
         else:
-            results.append(_export_onnx(module, inputs, expected, out_dir, latent, tolerance))
+            onnx_path = out_dir / f"{stem}.onnx"
+            results.append(_export_onnx(module, inputs, expected, onnx_path, latent, tolerance))
     if "safetensors" in formats:
         from i2i.inference.loading import load_trained
         from i2i.inference.weights import save_generator
 
-        path = save_generator(state, G, out_dir / "generator.safetensors", half=half)
+        path = save_generator(state, G, out_dir / f"{stem}.safetensors", half=half, direction=direction)
         reloaded = load_trained(path, host, torch.device("cpu")).generator
         again = (_WithLatent(reloaded) if latent else reloaded)(*inputs)
         diff = (again - expected).abs().max().item()
@@ -103,12 +106,11 @@ def _check(path: Path, diff: float, tolerance: float) -> float:
     return diff
 
 
-def _export_onnx(module, inputs, expected, out_dir: Path, latent: int, tolerance: float):
+def _export_onnx(module, inputs, expected, path: Path, latent: int, tolerance: float):
     try:
         import onnxruntime as ort
     except ImportError:
         raise I2IError("ONNX export needs the optional extra: pip install 'i2i[onnx]'.") from None
-    path = out_dir / "generator.onnx"
     names = ["input", "z"] if latent else ["input"]
     axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch"}}
     with warnings.catch_warnings():

@@ -63,6 +63,14 @@ def read_input(path: Path, channels: int, large: list[str] | None = None) -> tor
         raise DataError(f"{path} is not a readable image: {exc}") from None
 
 
+def input_half(x: torch.Tensor, data_direction: str, translates: str = "AtoB") -> torch.Tensor:
+    """The half of an A|B pair file (C, H, 2W) that a generator translating ``translates`` takes:
+    the recipe's ``data.direction`` says which half is A (BtoA: the right one)."""
+    half = x.shape[2] // 2
+    right = (data_direction == "BtoA") != (translates == "BtoA")
+    return x[:, :, half:] if right else x[:, :, :half]
+
+
 def decode_image(img: Image.Image, channels: int, what: str) -> torch.Tensor:
     """A loaded PIL image as :func:`read_input` returns a file's pixels (``what`` names it in errors)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -166,6 +174,7 @@ def translate_folder(
     host: PluginHost,
     *,
     aligned: bool = False,
+    direction: str = "AtoB",
     size: int | None = None,
     mode: str = "eval",
     device: str | None = None,
@@ -178,7 +187,7 @@ def translate_folder(
     """
     if size is not None and size < 1:
         raise I2IError(f"--size {size}: must be a positive number of pixels.")
-    trained = load_trained(checkpoint, host, device)
+    trained = load_trained(checkpoint, host, device, direction)
     recipe, dev, G = trained.recipe, trained.device, trained.generator
     if mode == "train":
         G = copy.deepcopy(G).train()
@@ -214,8 +223,7 @@ def translate_folder(
         for path, out_name in zip(files, names, strict=True):
             x = read_input(path, in_nc, large)
             if aligned:
-                half = x.shape[2] // 2
-                x = x[:, :, half:] if direction == "BtoA" else x[:, :, :half]
+                x = input_half(x, direction, trained.direction)
             _, h, w = x.shape
             pair_like += not aligned and w == 2 * h
             squashed += bool(size) and h != w

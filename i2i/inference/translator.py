@@ -20,7 +20,7 @@ from i2i.assembly.host import PluginHost, get_host
 from i2i.data.imaging import to_pil, to_pixels
 from i2i.errors import DataError, I2IError
 from i2i.inference.loading import TrainedGenerator, load_trained
-from i2i.inference.translate import decode_image, read_input, size_multiple, translate_tensor
+from i2i.inference.translate import decode_image, input_half, read_input, size_multiple, translate_tensor
 from i2i.sampling import Sampler, check_mode, draw, generate
 
 #: The plain samplers: the network in eval mode (``i2i translate``) or in train mode (``--mode train``).
@@ -70,11 +70,14 @@ class Translator:
         *,
         device: str | None = "auto",
         size: int | None = None,
+        direction: str = "AtoB",
         host: PluginHost | None = None,
     ) -> Translator:
-        """A run directory, a checkpoint file or an ``i2i export`` safetensors file, ready to call."""
+        """A run directory, a checkpoint file or an ``i2i export`` safetensors file, ready to call;
+        ``direction="BtoA"`` takes the reverse generator of a model that has one (CycleGAN)."""
         host = host or get_host()
-        return cls(load_trained(path, host, None if device in (None, "recipe") else device), host, size=size)
+        trained = load_trained(path, host, None if device in (None, "recipe") else device, direction)
+        return cls(trained, host, size=size)
 
     @staticmethod
     def _samplers(host: PluginHost, generator: nn.Module) -> dict[str, Sampler]:
@@ -123,8 +126,7 @@ class Translator:
         for item in items:
             x, kind = self._decode(item)
             if aligned:
-                half = x.shape[2] // 2
-                x = x[:, :, half:] if direction == "BtoA" else x[:, :, :half]
+                x = input_half(x, direction, self.trained.direction)
             ys, _ = translate_tensor(x, self.multiple, side, lambda f: generate(net, f[None].to(self.device)))
             outputs.append(_encode(ys[0], kind))
         return _regroup(outputs, many, images)
@@ -221,11 +223,17 @@ def _regroup(outputs: list[Any], many: bool, images: Any) -> Any:
 
 
 def load(
-    path: str | Path, device: str | None = "auto", *, size: int | None = None, host: PluginHost | None = None
+    path: str | Path,
+    device: str | None = "auto",
+    *,
+    size: int | None = None,
+    direction: str = "AtoB",
+    host: PluginHost | None = None,
 ) -> Translator:
     """A trained generator ready to call: ``i2i.load("runs/facades_quick")(image)``.
 
     ``path``: a run directory, a checkpoint file or an ``i2i export --format safetensors`` file.
     ``device``: "auto" (a GPU when there is one), "cpu", "cuda", ... or None for the recipe's.
+    ``direction``: "BtoA" for the reverse generator of a model that has one (CycleGAN).
     """
-    return Translator.load(path, device=device, size=size, host=host)
+    return Translator.load(path, device=device, size=size, direction=direction, host=host)

@@ -23,8 +23,11 @@ SUFFIX = ".safetensors"
 FORMAT = "i2i-generator"
 
 
-def save_generator(state: dict[str, Any], generator: nn.Module, path: Path, *, half: bool = False) -> Path:
-    """Write ``generator``'s weights (fp16 if ``half``) with the checkpoint's recipe and channels."""
+def save_generator(
+    state: dict[str, Any], generator: nn.Module, path: Path, *, half: bool = False, direction: str = "AtoB"
+) -> Path:
+    """Write ``generator``'s weights (fp16 if ``half``) with the checkpoint's recipe and the channels
+    of the ``direction`` it translates."""
     from safetensors.torch import save_file
 
     tensors = {}
@@ -36,7 +39,8 @@ def save_generator(state: dict[str, Any], generator: nn.Module, path: Path, *, h
     metadata = {
         "format": FORMAT,
         "recipe": json.dumps(state["recipe"]),
-        "io": json.dumps(state["io"]),
+        "io": json.dumps(state["io" if direction == "AtoB" else "io_BtoA"]),
+        "direction": direction,
         "step": str(state.get("step", "")),
         "dtype": "float16" if half else "float32",
     }
@@ -53,6 +57,7 @@ class Export:
     recipe: Recipe
     io: dict[str, Any]
     step: int | None
+    direction: str = "AtoB"  # what the exported generator translates
 
 
 def read_export(path: str | Path) -> Export:
@@ -78,4 +83,5 @@ def read_export(path: str | Path) -> Export:
         raise CheckpointError(f"{path}: its metadata is damaged (the recipe or io is not a table).")
     step = metadata.get("step", "")
     floats = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    return Export(floats, recipe, io, int(step) if step.isdigit() else None)
+    direction = metadata.get("direction", "AtoB")
+    return Export(floats, recipe, io, int(step) if step.isdigit() else None, direction)

@@ -334,16 +334,20 @@ class _Replica(nn.parallel.DistributedDataParallel):
 class Replicas:
     """The networks as the training step calls them: DDP-wrapped across processes, plain otherwise.
 
-    D is called through DDP only in its own update. During G's update D is frozen and called
-    unwrapped: DDP would wait for gradients of parameters that do not require any. Buffers are not
-    broadcast from rank 0 at every forward (``forward_sync_buffers=False``): with synchronised batch
-    norm the running statistics are equal on all ranks anyway, and re-broadcasting them between
-    D's several forwards per step would modify tensors autograd still needs.
+    A network is called through DDP only while it is being trained; a frozen one (D during G's
+    update) is called unwrapped: DDP would wait for gradients of parameters that do not require
+    any. Buffers are not broadcast from rank 0 at every forward (``forward_sync_buffers=False``):
+    with synchronised batch norm the running statistics are equal on all ranks anyway, and
+    re-broadcasting them between D's several forwards per step would modify tensors autograd still
+    needs. Trainable parameters outside the wrapped networks (those losses own) have their
+    gradients averaged by :meth:`sync_loss_gradients`.
     """
 
-    generator: nn.Module
-    discriminator: nn.Module | None
+    wrapped: dict[int, nn.Module]  # id(network) -> its DDP replica
     loss_parameters: list[nn.Parameter]
+
+    def replica(self, network: nn.Module) -> nn.Module:
+        return self.wrapped.get(id(network), network)
 
     def sync_loss_gradients(self) -> None:
         """Average the gradients of loss-owned parameters over the ranks (DDP cannot see them)."""
@@ -367,31 +371,29 @@ class Replicas:
 
 
 def replicate(
-    generator: nn.Module,
-    discriminator: nn.Module | None,
+    networks: list[nn.Module],
     loss_parameters: list[nn.Parameter],
     device: torch.device,
     seed: int,
     step: int,
 ) -> Replicas:
-    """DDP wrappers for G and D (after their weights are final: DDP broadcasts rank 0's).
+    """DDP wrappers for ``networks`` (after their weights are final: DDP broadcasts rank 0's).
 
     Ranks other than 0 also get their own random stream, from (seed, rank, step), so that dropout
     masks and latent codes differ between ranks as they differ between the items of one batch.
     """
     if not _world.distributed:
-        return Replicas(generator, discriminator, loss_parameters)
+        return Replicas({}, loss_parameters)
     ids = [device.index] if device.type == "cuda" else None
     # Buffers are synced from rank 0 once, here; not again before every forward (see Replicas).
     kwargs = dict(device_ids=ids, **no_forward_buffer_sync())
-    g = _Replica(generator, **kwargs)
-    d = _Replica(discriminator, **kwargs) if discriminator is not None else None
+    wrapped = {id(net): _Replica(net, **kwargs) for net in networks}
     if "broadcast_buffers" in kwargs:  # older torch skips the initial buffer broadcast too: do it here
-        for net in (generator, discriminator):
-            for buffer in net.buffers() if net is not None else ():
+        for net in networks:
+            for buffer in net.buffers():
                 dist.broadcast(buffer.data, src=0)
-    for p in loss_parameters:  # start from rank 0's values, as DDP does for G and D
+    for p in loss_parameters:  # start from rank 0's values, as DDP does for the networks
         dist.broadcast(p.data, src=0)
     if _world.rank > 0:
         torch.manual_seed(_mix(seed, _world.rank, step))
-    return Replicas(g, d, loss_parameters)
+    return Replicas(wrapped, loss_parameters)

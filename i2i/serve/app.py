@@ -273,6 +273,7 @@ def serve(
     canvas: int = 256,
     device: str | None = None,
     threads: int | None = None,
+    direction: str = "AtoB",
     console: Console | None = None,
     block: bool = True,
 ) -> str:
@@ -292,7 +293,7 @@ def serve(
         if threads < 1:
             raise I2IError(f"--threads {threads}: give at least 1.")
         torch.set_num_threads(threads)  # on a busy CPU, fewer threads answer sooner
-    model = ServedModel(checkpoint, host, size=size, device=device)
+    model = ServedModel(checkpoint, host, size=size, device=device, direction=direction)
     examples = model.examples()
     chosen, note = choose_palette(palette, host, examples)
     console.print(escape(note), soft_wrap=True)

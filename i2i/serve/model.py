@@ -77,12 +77,13 @@ class ServedModel(Translator):
         *,
         size: int | None = None,
         device: str | None = None,
+        direction: str = "AtoB",
     ) -> None:
         """``size``: the side inputs are resized to for G, as ``i2i translate --size``; by default the
         training crop size (what the network saw), 0 for the input's own size."""
         if size is not None and size < 0:
             raise I2IError(f"--size {size}: give a side length in pixels, or 0 for the input's own size.")
-        trained = load_trained(checkpoint, host, device)
+        trained = load_trained(checkpoint, host, device, direction)
         if trained.input_nc not in (1, 3) or trained.output_nc not in (1, 3):
             raise I2IError(
                 f"{trained.path}: its generator maps {trained.input_nc} to {trained.output_nc} channels; "

@@ -17,7 +17,7 @@ from i2i.runs.checkpoint import load_checkpoint
 
 #: Recipe sections that must not change when a run is resumed. ``optim`` too: the optimisers and
 #: schedules are restored from the checkpoint, so a new learning rate would be recorded but not used.
-FROZEN_ON_RESUME = ("data", "generator", "discriminator", "losses", "optim")
+FROZEN_ON_RESUME = ("model", "data", "generator", "discriminator", "losses", "optim")
 
 
 def changed_on_resume(saved: Recipe, recipe: Recipe, host: PluginHost) -> list[str]:

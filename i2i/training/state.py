@@ -9,10 +9,8 @@ from typing import Any
 
 import torch
 
-from i2i.assembly.build import Model, Optimised
-
-#: Checkpoint key suffix of each optimised part (opt_G, sched_G, opt_D, ..., opt_L for the losses').
-OPTIMISED_KEYS = {"G": "G", "D": "D", "losses": "L"}
+from i2i.assembly.build import Optimised
+from i2i.models import TrainingModel
 
 
 def capture_rng() -> dict[str, Any]:
@@ -32,29 +30,29 @@ def restore_rng(rng: Mapping[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def capture_state(model: Model, optimised: Mapping[str, Optimised]) -> dict[str, Any]:
-    """The weights of every network, the optimisers and schedules, and the random streams."""
-    state: dict[str, Any] = {
-        "generator": model.generator.state_dict(),
-        "losses": [loss.state_dict() for _, loss in model.losses],
-        "rng": capture_rng(),
-    }
-    if model.discriminator is not None:
-        state["discriminator"] = model.discriminator.state_dict()
-    for key, part in optimised.items():
-        state[f"opt_{OPTIMISED_KEYS[key]}"] = part.optimizer.state_dict()
-        state[f"sched_{OPTIMISED_KEYS[key]}"] = part.scheduler.state_dict()
+def capture_state(model: TrainingModel, optimised: Mapping[str, Optimised]) -> dict[str, Any]:
+    """The weights of every network, the optimisers and schedules, and the random streams.
+
+    The A→B translator is stored as ``generator`` (and a B→A one as ``generator_BtoA``) whatever
+    the model, so inference rebuilds only what it translates with; the rest is the model's own.
+    """
+    state: dict[str, Any] = {"generator": model.translator("AtoB").state_dict()}
+    if "BtoA" in model.translators:
+        state["generator_BtoA"] = model.translator("BtoA").state_dict()
+    state.update(model.checkpoint_state())
+    state["rng"] = capture_rng()
+    for name, part in optimised.items():
+        state[f"opt_{name}"] = part.optimizer.state_dict()
+        state[f"sched_{name}"] = part.scheduler.state_dict()
     return state
 
 
-def restore_state(model: Model, optimised: Mapping[str, Optimised], state: Mapping[str, Any]) -> None:
+def restore_state(model: TrainingModel, optimised: Mapping[str, Optimised], state: Mapping[str, Any]) -> None:
     """Put :func:`capture_state`'s output back (raises KeyError, RuntimeError... on a mismatch)."""
-    model.generator.load_state_dict(state["generator"])
-    if model.discriminator is not None:
-        model.discriminator.load_state_dict(state["discriminator"])
-    loss_states = state.get("losses", [{} for _ in model.losses])
-    for (_, loss), loss_state in zip(model.losses, loss_states, strict=True):
-        loss.load_state_dict(loss_state)
-    for key, part in optimised.items():
-        part.optimizer.load_state_dict(state[f"opt_{OPTIMISED_KEYS[key]}"])
-        part.scheduler.load_state_dict(state[f"sched_{OPTIMISED_KEYS[key]}"])
+    model.translator("AtoB").load_state_dict(state["generator"])
+    if "BtoA" in model.translators:
+        model.translator("BtoA").load_state_dict(state["generator_BtoA"])
+    model.load_checkpoint_state(state)
+    for name, part in optimised.items():
+        part.optimizer.load_state_dict(state[f"opt_{name}"])
+        part.scheduler.load_state_dict(state[f"sched_{name}"])

@@ -20,15 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from i2i.assembly.build import (
-    Model,
     build_training,
-    loss_parameters,
 )
 from i2i.assembly.host import PluginHost
 from i2i.assembly.recipe import Recipe
 from i2i.assembly.schedules import step_scheduler
 from i2i.errors import CheckpointError, I2IError
-from i2i.losses import StepContext
+from i2i.models import TrainingModel
 from i2i.parallel import distributed
 from i2i.reports.progress import TrainingProgress
 from i2i.runs.checkpoint import save_checkpoint
@@ -37,7 +35,6 @@ from i2i.runs.rundir import (
     forget_after,
     plugins_used,
 )
-from i2i.sampling import generate
 from i2i.training.divergence import DivergenceGuard
 from i2i.training.resume import load_resume_state
 from i2i.training.runlog import RunLog
@@ -46,12 +43,6 @@ from i2i.version import __version__
 
 #: Logged values shown next to the progress bar (all of them go to the log).
 SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
-
-def set_requires_grad(net: torch.nn.Module | None, flag: bool) -> None:
-    if net is not None:
-        for p in net.parameters():
-            p.requires_grad_(flag)
-
 
 @dataclass
 class RunResult:
@@ -95,7 +86,7 @@ class Trainer:
         self.device = parts.device
         self.items, self.sampler, self.loader = parts.items, parts.sampler, parts.loader
         self.steps_per_epoch = parts.steps_per_epoch
-        self.model: Model = parts.model
+        self.model: TrainingModel = parts.model
         self.speed = parts.speed
         self.optimised = parts.optimised
         dataset = parts.dataset
@@ -116,15 +107,11 @@ class Trainer:
         self.runlog = RunLog(self.run_dir, recipe, host, dataset, self.device, latent, is_main=main)
         if state is not None:
             self._restore(state)
-        #: G and D as the step calls them (DDP-wrapped when several processes train).
-        self.replicas = distributed.replicate(
-            self.model.generator,
-            self.model.discriminator,
-            loss_parameters(self.model),
-            self.device,
-            seed,
-            self.step,
-        )
+        #: The networks as the step calls them (DDP-wrapped when several processes train).
+        replicated = self.model.replicated()
+        wrapped = {id(p) for net in replicated for p in net.parameters()}
+        others = [p for p in self.model.parameters() if p.requires_grad and id(p) not in wrapped]
+        self.replicas = distributed.replicate(replicated, others, self.device, seed, self.step)
         #: Set by the signal handler, never reset: this process was asked to stop.
         self._signal_seen = False
         #: What all processes agreed on (the same on every rank): stop after this step.
@@ -149,7 +136,8 @@ class Trainer:
             "i2i_version": __version__,
             "recipe": self.recipe,
             "plugins": plugins_used(self.recipe, self.host),
-            "io": {"input_nc": m.input_nc, "output_nc": m.output_nc},
+            "io": m.io("AtoB"),
+            **({"io_BtoA": m.io("BtoA")} if "BtoA" in m.translators else {}),
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
@@ -195,11 +183,7 @@ class Trainer:
         path = self.run_dir / "checkpoints" / name
         if name == "latest.pt" and self._saved[0] == self.step and path.is_file():
             return path
-        m = self.model
-        parts = [("generator", m.generator), ("discriminator", m.discriminator)]
-        self.guard.check_savable(
-            self._pending_log, parts + [(f"loss {n}", loss) for n, loss in m.losses], self.step
-        )
+        self.guard.check_savable(self._pending_log, self.model.named_children(), self.step)
         if self.world.is_main:  # every rank checks (equal weights), rank 0 writes
             save_checkpoint(self.state_dict(), path)
         if name == "latest.pt":
@@ -213,52 +197,14 @@ class Trainer:
         return torch.randn(batch, self.model.latent_dim, device=self.device)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One D update and one G update on ``batch``; returns the logged scalars (0-d tensors)."""
+        """The model's step on ``batch`` (pix2pix: one D update, one G update); returns the logged
+        scalars (0-d tensors)."""
         with self.speed.autocast():  # speed.amp; backward passes leave it (speed.backward)
             return self._step(batch)
 
     def _step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        G, D = self.replicas.generator, self.replicas.discriminator
         self.guard.start_step()
-        real_A = self.speed.inputs(batch["A"])
-        real_B = self.speed.inputs(batch["B"])
-        z = self._draw_z(real_A.shape[0])
-        fake_B = generate(G, real_A, z)
-        ctx = StepContext(real_A, real_B, G, D, fake_B, z, self._draw_z)
-
-        if D is not None:
-            set_requires_grad(D, True)
-            self.opt_D.zero_grad(set_to_none=True)
-            terms = [t for _, loss in self.model.losses if (t := loss.discriminator_loss(ctx)) is not None]
-            if terms:
-                loss_D = torch.stack(terms).sum()
-                self.speed.backward(loss_D)
-                if self.guard.accept(loss_D, self.step + 1):
-                    self.opt_D.step()
-                ctx.log("D_total", loss_D)
-            set_requires_grad(D, False)
-
-        ctx.discriminator = self.model.discriminator  # frozen: called without DDP (distributed.Replicas)
-        generator_side = [p for k, p in self.optimised.items() if k != "D"]  # G and losses' own nets
-        for part in generator_side:
-            part.optimizer.zero_grad(set_to_none=True)
-        total = None
-        for name, loss in self.model.losses:
-            term = loss.generator_loss(ctx)
-            if term is None:
-                continue
-            ctx.log(f"G_{name}", term)
-            weighted = loss.weight * term
-            total = weighted if total is None else total + weighted
-        if total is None:
-            raise I2IError("None of the recipe's losses gives the generator anything to learn.")
-        self.speed.backward(total)
-        self.replicas.sync_loss_gradients()
-        if self.guard.accept(total, self.step + 1):
-            for part in generator_side:
-                part.optimizer.step()
-        ctx.log("G_total", total)
-        return ctx.logs
+        return self.model.train_step(batch, _Tools(self))
 
     # -- the loop --------------------------------------------------------------------------------
     @contextmanager
@@ -316,9 +262,8 @@ class Trainer:
         )
         if not self.world.is_main:
             progress = contextlib.nullcontext(progress)  # one report, from rank 0
-        for net in (self.model.generator, self.model.discriminator):
-            if net is not None:
-                net.train()
+        for net in self.model.networks().values():
+            net.train()
         with self._graceful_stop(), progress, self.runlog.opened():
             if self.world.is_main:
                 progress.start(self.step, self.epoch)
@@ -393,9 +338,7 @@ class Trainer:
         return self._elapsed_before + time.perf_counter() - self._session_start
 
     def _log(self, values: dict[str, float]) -> None:
-        lrs = {"lr_G": self.opt_G.param_groups[0]["lr"]}
-        if self.opt_D is not None:
-            lrs["lr_D"] = self.opt_D.param_groups[0]["lr"]
+        lrs = {f"lr_{n}": p.optimizer.param_groups[0]["lr"] for n, p in self.optimised.items() if p.logged}
         self.runlog.record(self.step, self.epoch + 1, lrs, values, self.elapsed())
 
     def _end_epoch(self, epoch_metric: float) -> None:
@@ -412,4 +355,22 @@ class Trainer:
     # -- outputs ---------------------------------------------------------------------------------
     def write_samples(self) -> Path:
         """The sample grid of this step (rank 0 writes it)."""
-        return self.runlog.write_samples(self.model.generator, self.step)
+        return self.runlog.write_samples(self.model.translator("AtoB"), self.step)
+
+
+class _Tools:
+    """:class:`i2i.StepTools` for one step of a :class:`Trainer`."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+        self.step = trainer.step + 1
+        self.device = trainer.device
+        self.optimisers = {name: part.optimizer for name, part in trainer.optimised.items()}
+        self.inputs = trainer.speed.inputs
+        self.backward = trainer.speed.backward
+        self.replica = trainer.replicas.replica
+        self.sync_gradients = trainer.replicas.sync_loss_gradients
+        self.sample_z = trainer._draw_z
+
+    def accept(self, loss: torch.Tensor) -> bool:
+        return self._trainer.guard.accept(loss, self.step)

@@ -1,4 +1,4 @@
-"""An example i2i plugin: one generator and one loss, registered through the public hooks."""
+"""An example i2i plugin: a generator, a loss and a model, registered through the public hooks."""
 
 from __future__ import annotations
 
@@ -57,6 +57,55 @@ class LatentSpreadLoss(i2i.Loss):
 def latent_spread(weight: float = 1.0, margin: float = 0.2) -> i2i.Loss:
     """Pushes two outputs for one input apart until they differ by margin per unit of code distance."""
     return LatentSpreadLoss(weight, margin)
+
+
+class Regression(i2i.TrainingModel):
+    """A model with its own step: the generator alone, trained on L1 (or L2) to the target.
+
+    The baseline every adversarial method is measured against, and the smallest complete model:
+    one network, one optimiser, a step that is four lines.
+    """
+
+    uses_losses = False  # no [[losses]]: the distance is a [model] setting
+
+    def __init__(self, distance: str = "l1") -> None:
+        super().__init__()
+        if distance not in ("l1", "l2"):
+            raise i2i.I2IError(f"model.distance = {distance!r}: use l1 or l2.")
+        self.distance = distance
+
+    def build(self, parts: i2i.ModelParts) -> None:
+        self.channels = {"input_nc": parts.input_nc, "output_nc": parts.output_nc}
+        self.generator = parts.generator(parts.input_nc, parts.output_nc)
+        parts.initialise(self.generator)
+
+    def io(self, direction: str = "AtoB") -> dict[str, int]:
+        return dict(self.channels)
+
+    def optimiser_groups(self) -> dict[str, i2i.OptimiserGroup]:
+        return {"G": i2i.OptimiserGroup(list(self.generator.parameters()))}
+
+    def checkpoint_state(self) -> dict:
+        return {}  # the generator is checkpointed by i2i as the A-to-B translator
+
+    def load_checkpoint_state(self, state) -> None:
+        pass
+
+    def train_step(self, batch, tools: i2i.StepTools) -> dict[str, Tensor]:
+        real_A, real_B = tools.inputs(batch["A"]), tools.inputs(batch["B"])
+        fake_B = i2i.generate(tools.replica(self.generator), real_A, tools.sample_z(real_A.shape[0]))
+        error = fake_B - real_B
+        loss = error.abs().mean() if self.distance == "l1" else error.pow(2).mean()
+        tools.optimisers["G"].zero_grad(set_to_none=True)
+        tools.backward(loss)
+        if tools.accept(loss):
+            tools.optimisers["G"].step()
+        return {f"G_{self.distance}": loss.detach(), "G_total": loss.detach()}
+
+
+@i2i.hookimpl
+def i2i_register_models(registry):
+    registry.add("regression", Regression)
 
 
 @i2i.hookimpl
