@@ -49,7 +49,8 @@ class Pix2Pix(TrainingModel):
         if "discriminator" not in parts.recipe:
             names = [n for n, loss in self.losses if loss.uses_discriminator]
             raise I2IError(
-                f"The loss {names[0]!r} trains a discriminator, but the recipe has no [discriminator] section."
+                f"The loss {names[0]!r} trains a discriminator, but the recipe has no "
+                "[discriminator] section."
             )
         conditional = {loss.conditional for loss in adversarial}
         if len(conditional) > 1:
