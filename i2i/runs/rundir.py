@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from i2i.errors import I2IError, RunLocked
-from i2i.runs.outputs import blocking_file
 from i2i.assembly.host import PluginHost
 from i2i.assembly.recipe import Recipe
+from i2i.errors import I2IError, RunLocked
+from i2i.runs.outputs import blocking_file
 
 try:
     import fcntl
@@ -116,6 +116,9 @@ class RunLock:
         fh.write(f"{os.getpid()}\n")
         fh.flush()
         self._fh = fh
+        from i2i.parallel.launch import announce_run_dir
+
+        announce_run_dir(self.path.parent)  # an 'i2i run --nproc' launcher can then name the run
         return self
 
     def release(self) -> None:
