@@ -406,11 +406,19 @@ def serve(
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="Dataset name, e.g. facades.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A dataset the pix2pix or CycleGAN authors published: facades, maps, edges2shoes, "
+            "edges2handbags, night2day (pix2pix, aligned pairs), horse2zebra, monet2photo, ... "
+            "(CycleGAN, unaligned folders; cyclegan/maps and cyclegan/facades for the two names both "
+            "use). An unknown name lists them all."
+        ),
+    ],
     dest: Annotated[Path | None, typer.Option(help="Default: datasets/NAME")] = None,
     url: Annotated[str | None, typer.Option(help="Download from this address instead.")] = None,
 ) -> None:
-    """Download a pix2pix dataset archive and verify what arrived."""
+    """Download a dataset archive of the pix2pix or CycleGAN authors and verify what arrived."""
     from i2i.data.fetch import fetch_dataset
 
     root = fetch_dataset(name, dest or Path("datasets") / name, url=url)

@@ -133,6 +133,26 @@ def _inference(generator, shape: tuple[int, ...], batch: int, device, speed, run
     return batch / statistics.median(times)
 
 
+def _reset_peak_resident() -> None:
+    """Linux: start the process's resident-memory high-water mark (VmHWM) afresh."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_resident_bytes() -> int | None:
+    """Linux: the process's peak resident memory since :func:`_reset_peak_resident` (None elsewhere):
+    the networks, optimiser states, data and the step's activations, on the CPU."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def run_variant(recipe: dict[str, Any], variant: Variant, options: dict[str, Any]) -> dict[str, Any]:
     """Build the run for ``variant`` in this process, then time it; returns the measurements."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -150,10 +170,10 @@ def run_variant(recipe: dict[str, Any], variant: Variant, options: dict[str, Any
     if variant.adam == "default":
         _plain_adam(trainer)
     device, speed = trainer.device, trainer.speed
-    for net in (trainer.model.generator, trainer.model.discriminator):
-        if net is not None:
-            net.train()
+    for net in trainer.model.networks().values():
+        net.train()
     batches = _batches(trainer)
+    _reset_peak_resident()  # the peak from here on: the step's, not importing torch's
     warmup, steps, loss_steps = options["warmup"], options["steps"], options["loss_steps"]
     losses, data_s, step_s = [], [], []
     batch: dict[str, Any] = {}
@@ -186,11 +206,15 @@ def run_variant(recipe: dict[str, Any], variant: Variant, options: dict[str, Any
         result["flops_per_step"] = counter.get_total_flops()
     if options["inference"]:
         shape = tuple(batch["A"].shape[1:])
-        G = trainer.model.generator
+        G = trainer.model.translator("AtoB")
         runs = options["inference_runs"]
         result["inference_images_per_s"] = {
             str(b): _inference(G, shape, b, device, speed, runs) for b in (1, options["inference_batch"])
         }
+    if device.type == "cpu":
+        peak = _peak_resident_bytes()
+        if peak:
+            result["peak_memory_bytes"] = peak
     if device.type == "cuda":
         result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
         result["device_name"] = torch.cuda.get_device_name(device)
@@ -234,13 +258,17 @@ def bench(
     inference_batch: int = 8,
     console: Console | None = None,
     show_progress: bool = True,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Measure ``recipe`` (resolved) on its device; returns the summary that ``--json`` writes."""
+    """Measure ``recipe`` (resolved) on its device; returns the summary that ``--json`` writes.
+    ``only`` keeps the named variants (e.g. ``["plain"]``: the recipe's step as it is)."""
     from i2i.assembly.build import pick_device
 
     console = console or Console(stderr=True)
     device = pick_device(recipe["experiment"]["device"])
     variants = plan_variants(recipe, device)
+    if only is not None:
+        variants = [v for v in variants if v.name in only]
     runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     with Progress(
         TextColumn("[bold]bench[/bold] {task.fields[what]}"),
