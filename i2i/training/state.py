@@ -22,12 +22,32 @@ def capture_rng() -> dict[str, Any]:
     }
 
 
-def restore_rng(rng: Mapping[str, Any]) -> None:
+def restore_rng(rng: Mapping[str, Any]) -> str | None:
+    """Put :func:`capture_rng`'s output back; returns a note when the GPUs differ from the saver's.
+
+    A checkpoint holds one generator state per GPU of the machine that wrote it. Here GPU ``i``
+    gets state ``i`` for as many GPUs as both machines have; states of GPUs this machine lacks are
+    left unused (resuming on fewer GPUs, or on the CPU, must work), and GPUs the saver did not have
+    keep their own seeding. The note says which.
+    """
     torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    saved = list(rng.get("cuda") or [])
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, state in enumerate(saved[:here]):
+        torch.cuda.set_rng_state(state, index)
     py = rng["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+    if len(saved) <= here or not saved:
+        return None
+    if here == 0:
+        used = "they are not used"
+    else:
+        gpus = "GPU 0's was" if here == 1 else f"those of GPUs 0-{here - 1} were"
+        used = f"{gpus} restored and the other {len(saved) - here} are not used"
+    return (
+        f"the checkpoint holds the random state of {len(saved)} GPUs and this machine has "
+        f"{here or 'none'}: {used} (they only matter to random numbers drawn on those GPUs)."
+    )
 
 
 def capture_state(model: TrainingModel, optimised: Mapping[str, Optimised]) -> dict[str, Any]:

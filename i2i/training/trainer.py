@@ -162,7 +162,9 @@ class Trainer:
             self._pending_log = dict(state.get("pending_log", {}))
             self._epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
             self.guard.skipped = int(state.get("skipped_nonfinite", 0))
-            restore_rng(state["rng"])
+            rng_note = restore_rng(state["rng"])
+            if rng_note and self.world.is_main:
+                self.console.print(f"[yellow]Note: {escape(rng_note)}[/yellow]", soft_wrap=True)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"{state.get('path')} does not match this recipe's networks: {exc}"
