@@ -4,13 +4,22 @@ needs it, so these run on the CPU; the tests marked ``cuda`` need a real GPU and
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from test_training import resolved, tiny_recipe, train  # noqa: F401 (a fixture)
+from test_training import SAMPLE, TINY, resolved, train
 
 from i2i.assembly.host import get_host
 from i2i.runs.checkpoint import load_checkpoint, save_checkpoint
 from i2i.training.start import start_run
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(out=tmp_path / "runs", root=SAMPLE))
+    return path
 
 
 def fake_gpus(monkeypatch, count: int) -> list[tuple[int, torch.Tensor]]:
