@@ -187,12 +187,17 @@ def test_diversity_variants_get_the_same_checks(capsys, tmp_path):
     rejects(capsys, path, [], "variant bad", "optim.beta1 = 1.5", "[0, 1)")
 
 
-@pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps", "cuda:one-past-the-last"])
 def test_a_device_missing_here_is_a_clear_error_when_the_run_starts(capsys, tmp_path, device):
+    """Each device is refused where this machine lacks it; on a GPU machine "cuda" exists, and the
+    GPU after its last one is the device that is missing everywhere."""
     import torch
 
-    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
-        pytest.skip("this machine has that device")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "cuda:one-past-the-last":
+        device = f"cuda:{gpus}"
+    elif device.startswith("cuda") and gpus > (torch.device(device).index or 0):
+        pytest.skip(f"this machine has {device}")
     if device == "mps" and torch.backends.mps.is_available():
         pytest.skip("this machine has that device")
     with pytest.raises(SystemExit) as caught:
