@@ -97,10 +97,56 @@ def test_compile_falls_back_with_a_note_where_it_cannot_work():
 
     net = torch.nn.Conv2d(3, 3, 3)
     speed = prepare_step(
-        SpeedChoices(compile=True), torch.device("cpu"), [net], can_compile=lambda: "no compiler"
+        SpeedChoices(compile=True), torch.device("cpu"), [net], can_compile=lambda device: "no compiler"
     )
     assert not speed.compiled
     assert speed.notes == ["speed.compile: torch.compile is unavailable (no compiler); running eagerly."]
+
+
+def test_the_compile_probe_runs_on_the_training_device(monkeypatch):
+    from i2i.speed.step import _can_compile
+
+    seen = []
+
+    def recording_compile(fn, **kwargs):
+        def run(x):
+            seen.append(x.device)
+            return fn(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    assert _can_compile(torch.device("cpu")) is None
+    assert "meta" in _can_compile(torch.device("meta")).lower() or seen[-1].type == "meta"
+    assert [d.type for d in seen] == ["cpu", "meta"]  # on a GPU: a CUDA tensor, i.e. Triton
+
+
+def test_a_compilation_that_fails_is_reported_as_eager_not_compiled(tmp_path, monkeypatch):
+    """The probe passes, then the networks' compilation fails: dynamo suppresses the error and runs
+    them eagerly; the run must say so and ``compiled`` must be false."""
+    from torch import _dynamo
+
+    real_compile = torch.compile
+
+    def broken_backend(graph, inputs):
+        raise RuntimeError("no GPU compiler here")
+
+    def failing_compile(fn, *args, **kwargs):  # the probe's function compiles; the networks' do not
+        probe = getattr(fn, "__name__", "") == "<lambda>"
+        return real_compile(fn, backend="eager" if probe else broken_backend)
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    try:
+        t = trainer(tmp_path, speed={"compile": True})
+        assert t.speed.compiled  # as far as is known before the networks first run
+        t.sampler.set_epoch(0)
+        logs = t.train_step(next(iter(t.loader)))
+        assert torch.isfinite(logs["G_total"])
+        assert not t.speed.compiled
+        assert any(n.startswith("speed.compile: torch.compile failed on the networks") for n in t.speed.notes)
+        assert t.speed.confirm_compiled() == []  # said once
+    finally:
+        _dynamo.reset()  # forget the failed frames: later tests compile the same code
 
 
 @pytest.mark.slow

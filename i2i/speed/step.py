@@ -25,14 +25,35 @@ class StepSpeed:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    #: Whether the networks run compiled: set when they are compiled, taken back after the first step
+    #: if no compiled graph came of it (dynamo's suppressed errors leave them running eagerly).
     compiled: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Compiled frames counted before the networks' first call (``None``: nothing to confirm).
+    _frames_before: int | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast for the forward passes (a no-op context when ``amp`` is off)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def confirm_compiled(self) -> list[str]:
+        """After the first step: whether torch.compile really compiled the networks. Returns the
+        new notes (none when it did, or when nothing was compiled); later calls return ``[]``."""
+        if self._frames_before is None:
+            return []
+        compiled = _compiled_graphs() - self._frames_before
+        self._frames_before = None
+        if compiled > 0:
+            return []
+        self.compiled = False
+        self._note(
+            "compile",
+            "torch.compile failed on the networks (dynamo suppressed the error so that the run "
+            "goes on); they run eagerly",
+        )
+        return self.notes[-1:]
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` outside autocast: backward ops run in their forward's dtypes."""
@@ -63,28 +84,47 @@ class StepSpeed:
         self.notes.append(f"speed.{key}: {text}.")
 
 
-def _can_compile() -> str | None:
-    """Why torch.compile cannot work here (``None`` if a trivial function compiles and runs)."""
+def _can_compile(device: torch.device) -> str | None:
+    """Why torch.compile cannot work on ``device`` (``None`` if a trivial function compiles and
+    runs there: on a GPU that tests the GPU code generator, Triton, not the host's C++ compiler).
+
+    Errors are not suppressed during the probe, even when an earlier compilation in this process
+    suppressed them: a probe that silently ran eagerly would prove nothing.
+    """
     if not hasattr(torch, "compile"):
         return "this torch has no torch.compile"
     try:
-        fn = torch.compile(lambda x: x * 2 + 1, dynamic=False)
-        if not torch.equal(fn(torch.ones(2)), torch.full((2,), 3.0)):
+        from torch import _dynamo
+
+        with _dynamo.config.patch(suppress_errors=False):
+            fn = torch.compile(lambda x: x * 2 + 1, dynamic=False)
+            got = fn(torch.ones(2, device=device))
+        if not torch.equal(got.cpu(), torch.full((2,), 3.0)):
             return "a compiled test function gave a wrong result"
-    except Exception as exc:  # missing C++ compiler, unsupported Python, ...
+    except Exception as exc:  # missing C++ compiler or Triton, unsupported Python, ...
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
     return None
+
+
+def _compiled_graphs() -> int:
+    """How many graphs torch.compile has compiled in this process so far (a frame whose backend
+    failed, with the error suppressed, counts as a frame but produces no graph)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def prepare_step(
     choices: SpeedChoices,
     device: torch.device,
     networks: list[nn.Module],
-    can_compile: Callable[[], str | None] = _can_compile,
+    can_compile: Callable[[torch.device], str | None] | None = None,
 ) -> StepSpeed:
     """Apply the process settings and put ``networks`` (G, D) into the chosen form.
 
-    Returns what is in force, with a note for each setting that had to fall back.
+    Returns what is in force, with a note for each setting that had to fall back. Whether the
+    networks really compiled is known only after their first call: see
+    :meth:`StepSpeed.confirm_compiled`.
     """
     speed = StepSpeed(choices, device)
     speed.process_settings()
@@ -100,7 +140,7 @@ def prepare_step(
             net.to(memory_format=torch.channels_last)  # 4-d weights only; others are unchanged
         speed.channels_last = True
     if choices.compile:
-        why = can_compile()
+        why = (can_compile or _can_compile)(device)
         if why is not None:
             speed._note("compile", f"torch.compile is unavailable ({why}); running eagerly")
         else:
@@ -112,6 +152,7 @@ def prepare_step(
             for net in networks:
                 net.compile()  # in place: parameter names (and so checkpoints) stay the same
             speed.compiled = True
+            speed._frames_before = _compiled_graphs()
     if choices.cuda_graphs:
         why = (
             f"CUDA graphs need a CUDA device, not {device.type}"

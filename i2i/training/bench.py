@@ -196,6 +196,7 @@ def run_variant(recipe: dict[str, Any], variant: Variant, options: dict[str, Any
         "compute_s": step_s,
         "losses": losses,
         "notes": speed.notes,
+        "compiled": speed.compiled,  # what really ran (confirmed after the first step)
         "threads": torch.get_num_threads(),
         "batch_size": recipe["data"]["batch_size"],
         "device": str(device),

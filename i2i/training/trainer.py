@@ -44,6 +44,7 @@ from i2i.version import __version__
 #: Logged values shown next to the progress bar (all of them go to the log).
 SHOWN = ("D_real", "D_fake", "G_cgan", "G_gan", "G_l1", "G_l2")
 
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -202,7 +203,11 @@ class Trainer:
         """The model's step on ``batch`` (pix2pix: one D update, one G update); returns the logged
         scalars (0-d tensors)."""
         with self.speed.autocast():  # speed.amp; backward passes leave it (speed.backward)
-            return self._step(batch)
+            logs = self._step(batch)
+        for note in self.speed.confirm_compiled():  # after the first step: did compilation happen?
+            if self.world.is_main:
+                self.console.print(f"[yellow]Note: {escape(note)}[/yellow]", soft_wrap=True)
+        return logs
 
     def _step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         self.guard.start_step()
