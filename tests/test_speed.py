@@ -183,6 +183,32 @@ def test_the_decoded_cache_gives_the_default_paths_crops_and_flips(tmp_path, pre
     assert any(flips) and not all(flips)
 
 
+def test_the_decoded_cache_builds_no_tensor_from_host_values_per_batch(tmp_path, monkeypatch):
+    """A tensor made from Python values on a GPU is a blocking host-to-device copy (the flip flags
+    were one per batch): once the images are cached, a batch must not need any."""
+    t = trainer(tmp_path, data={"batch_size": 3})
+    cached = DecodedLoader(t.items.dataset, t.items.seed, EpochSampler(6, 3), 3, torch.device("cpu"))
+    cached.sampler.set_epoch(0)
+    expected = list(cached)  # decodes and caches every image
+    made = []
+
+    def spy(real):
+        def make(*args, **kwargs):
+            made.append(args[:1])
+            return real(*args, **kwargs)
+
+        return make
+
+    for name in ("tensor", "as_tensor", "from_numpy"):
+        monkeypatch.setattr(torch, name, spy(getattr(torch, name)))
+    for epoch in (0, 1, 0):
+        cached.sampler.set_epoch(epoch)
+        batches = list(cached)
+        if epoch == 0:
+            assert all(torch.equal(a[k], b[k]) for a, b in zip(batches, expected, strict=True) for k in "AB")
+    assert made == []
+
+
 def test_a_run_with_the_decoded_cache_trains(tmp_path):
     losses = first_losses(tmp_path, steps=2, data={"cache": "decoded"})
     assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)

@@ -7,6 +7,12 @@ crop and flip of each item come from the dataset's own :meth:`geometry`, drawn u
 (seed, epoch, index) seed as the default path, so both paths pick identical crops and flips; only
 the resize differs by rounding (the default path resizes 8-bit images in integer arithmetic).
 
+Nothing is copied from host memory to the device per batch: crops are slices at offsets the host
+knows, and each flip is applied to its item's crop before the batch is stacked (the flag never
+becomes a device tensor, so no blocking host-to-device copy stalls the queue). Drawing the flips
+on the device instead (a device generator) would give other flips than the default path's, and so
+other results on the CPU too; these flips are the default path's, bit for bit, on every device.
+
 A dataset takes part by providing three methods (the default ``aligned`` and ``paired_folders``
 datasets do):
 
@@ -119,9 +125,7 @@ class DecodedLoader:
             if g.crop is not None:
                 top, left, h, w = g.crop
                 x = x[..., top : top + h, left : left + w]
-            crops.append(x)
+            crops.append(x.flip(-1) if g.flip else x)  # decided on the host: no flag goes to the device
         batch = torch.stack(crops)
-        flips = torch.tensor([g.flip for g in geometries], device=batch.device).view(-1, 1, 1, 1)
-        batch = torch.where(flips, batch.flip(-1), batch)
         scale = 2.0 / 255.0 if images[0].dtype == torch.uint8 else 2.0
         return batch.mul_(scale).sub_(1.0).contiguous()
