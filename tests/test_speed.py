@@ -15,7 +15,7 @@ from i2i.assembly.recipe import resolve
 from i2i.cli import app
 from i2i.data.order import EpochSampler, _mix
 from i2i.speed.device_data import DecodedLoader
-from i2i.speed.options import decide
+from i2i.speed.options import AUTO_ON, MEASURED_ON_CUDA, decide
 from i2i.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +62,32 @@ def test_auto_turns_on_only_what_was_measured_on_the_device():
     assert cpu.allocator and not (cpu.channels_last or cpu.compile or cpu.cuda_graphs or cpu.cudnn_benchmark)
     assert cpu.amp == "off"
     cuda = decide(None, torch.device("cuda"))
-    assert cuda.cudnn_benchmark and not (cuda.allocator or cuda.compile or cuda.cuda_graphs)
+    # Nothing has run on CUDA yet: "auto" there is the plain fp32 step until tools/gpu-check.sh measures.
+    assert AUTO_ON["cuda"] <= MEASURED_ON_CUDA
+    assert not (cuda.cudnn_benchmark or cuda.tf32 or cuda.allocator or cuda.compile or cuda.cuda_graphs)
+    assert cuda.amp == "off"
     assert decide({"compile": True}, torch.device("cpu")).compile
+    assert decide({"tf32": "on"}, torch.device("cuda")).tf32
+    assert not decide({"tf32": "off"}, torch.device("cuda")).tf32
+
+
+@pytest.mark.parametrize("tf32", ["on", "off", "auto"])
+def test_tf32_is_set_explicitly_on_cuda(tf32):
+    """torch's own defaults differ between matmuls (fp32) and convolutions (TF32): i2i sets both."""
+    from i2i.speed.step import StepSpeed
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = tf32 != "on"  # the opposite of what is asked
+        speed = StepSpeed(decide({"tf32": tf32}, torch.device("cuda")), torch.device("cuda"))
+        speed.process_settings()
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (tf32 == "on", tf32 == "on")
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark = before
+    cpu = StepSpeed(decide({"tf32": tf32}, torch.device("cpu")), torch.device("cpu"))
+    cpu.process_settings()
+    assert bool(cpu.notes) is (tf32 == "on")  # asked for on a CPU: said, and fp32 it is
 
 
 def test_channels_last_matches_the_plain_step_up_to_float_rounding(tmp_path):
@@ -212,6 +236,40 @@ def test_the_decoded_cache_builds_no_tensor_from_host_values_per_batch(tmp_path,
 def test_a_run_with_the_decoded_cache_trains(tmp_path):
     losses = first_losses(tmp_path, steps=2, data={"cache": "decoded"})
     assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
+
+
+def test_the_cpu_fp32_tolerance_holds_the_fp32_variants_and_not_bf16(tmp_path):
+    """What the bench's CPU tolerances rest on: fp32 variants differ from the plain step by float
+    noise, far inside ("cpu", "fp32"); bf16 autocast differs by more than that, inside ("cpu", "bf16")."""
+    from i2i.training.bench import _max_rel_diff, loss_tolerance
+
+    plain = first_losses(tmp_path / "a", optim={"fused": False}, speed={"allocator": False})
+    fp32 = [
+        first_losses(tmp_path / "b", optim={"fused": True}),
+        first_losses(tmp_path / "c", optim={"fused": False}, speed={"channels_last": True}),
+    ]
+    bf16 = first_losses(tmp_path / "d", optim={"fused": False}, speed={"amp": "bf16"})
+    for variant in fp32:
+        assert _max_rel_diff(variant, plain) < loss_tolerance("cpu", "fp32") / 100
+    assert loss_tolerance("cpu", "fp32") < _max_rel_diff(bf16, plain) < loss_tolerance("cpu", "bf16")
+
+
+def test_the_tolerance_is_looser_where_the_arithmetic_is_coarser():
+    from i2i.training.bench import APPROXIMATE_TOLERANCE, loss_tolerance, plan_variants
+
+    cpu, cuda = loss_tolerance("cpu", "fp32"), loss_tolerance("cuda", "fp32")
+    assert cpu < cuda < loss_tolerance("cuda", "tf32") < loss_tolerance("cuda", "bf16")
+    assert loss_tolerance("cpu", "fp32") < loss_tolerance("cpu", "bf16")
+    assert loss_tolerance("cpu", "tf32") == cpu  # no TF32 on a CPU: the variant runs in fp32
+    assert loss_tolerance("mps", "fp32") == cuda  # other accelerators: the CUDA column
+    assert loss_tolerance("cpu", "fp32", approximate=True) == APPROXIMATE_TOLERANCE
+    # The variants on CUDA carry their precision; "all of them" computes in the coarsest.
+    r = recipe(speed={"tf32": "on", "amp": "bf16", "channels_last": True})
+    variants = {v.name: v for v in plan_variants(r, torch.device("cuda"))}
+    assert variants["plain"].precision == "fp32" and variants["channels_last"].precision == "fp32"
+    assert variants["tf32"].precision == "tf32" and variants["amp_bf16"].precision == "bf16"
+    assert variants["all"].precision == "bf16"
+    assert "tf32" not in {v.name for v in plan_variants(r, torch.device("cpu"))}
 
 
 def test_bench_runs_from_the_cli_and_writes_its_json(tmp_path):

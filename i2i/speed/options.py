@@ -24,15 +24,27 @@ SPEED_SETTINGS: dict[str, Param] = {
         Param("compile", Switch, "auto", "torch.compile of G and D"),
         Param("cuda_graphs", Switch, "auto", "replay the whole step as one CUDA graph (CUDA only)"),
         Param("cudnn_benchmark", Switch, "auto", "let cuDNN time its kernels for the fixed crop size"),
+        Param(
+            "tf32",
+            Literal["auto", "on", "off"],
+            "auto",
+            "TF32 matmuls and convolutions on CUDA (Ampere and newer); 'off': full fp32",
+        ),
         Param("allocator", Switch, "auto", "keep large CPU buffers in the heap (glibc)"),
         Param("threads", int, 0, "CPU threads for torch (0: torch's default)", minimum=0),
     ]
 }
 
-#: What ``"auto"`` turns on, per device type: only what was measured to help there.
+#: The ``[speed]`` settings that have run on CUDA and been measured there (``tools/gpu-check.sh``
+#: measures them; a setting is added here with the figure that justifies it). None has yet.
+MEASURED_ON_CUDA: frozenset[str] = frozenset()
+
+#: What ``"auto"`` turns on, per device type: only what was measured to help there. On CUDA only
+#: settings of :data:`MEASURED_ON_CUDA` may appear (a test checks it): until a GPU has run the
+#: check, "auto" there is the plain fp32 step (no cuDNN autotuning, no TF32).
 AUTO_ON: dict[str, frozenset[str]] = {
     "cpu": frozenset({"allocator"}),  # 1.13x (cpu-step-profile); fused Adam is optim.fused
-    "cuda": frozenset({"cudnn_benchmark"}),  # i2i's behaviour before [speed] existed (unmeasured)
+    "cuda": frozenset(),
 }
 
 
@@ -45,6 +57,7 @@ class SpeedChoices:
     compile: bool = False
     cuda_graphs: bool = False
     cudnn_benchmark: bool = False
+    tf32: bool = False
     allocator: bool = False
     threads: int = 0
     #: Keys the user set explicitly (a fallback of those is worth a note; of "auto" ones it is not).
@@ -63,7 +76,7 @@ def decide(table: dict[str, Any] | None, device: torch.device) -> SpeedChoices:
         if value == "auto":
             values[name] = "off" if name == "amp" else name in auto_on
         else:
-            values[name] = value
+            values[name] = value == "on" if name == "tf32" else value
             if name != "threads" or value:
                 explicit.add(name)
     return SpeedChoices(**values, explicit=frozenset(explicit))

@@ -79,6 +79,14 @@ class StepSpeed:
             self._note("allocator", "the allocator tuning needs glibc (Linux); using the default allocator")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = c.cudnn_benchmark
+            # Always set, never left to torch's defaults (TF32 convolutions on, TF32 matmuls off):
+            # the plain step is full fp32 unless speed.tf32 says otherwise.
+            torch.backends.cuda.matmul.allow_tf32 = c.tf32
+            torch.backends.cudnn.allow_tf32 = c.tf32
+        elif c.tf32 and "tf32" in c.explicit:
+            self._note(
+                "tf32", f"TF32 is a CUDA (Ampere and newer) format; {self.device.type} computes in fp32"
+            )
 
     def _note(self, key: str, text: str) -> None:
         self.notes.append(f"speed.{key}: {text}.")

@@ -39,11 +39,39 @@ ALL_OFF = {
     "compile": False,
     "cuda_graphs": False,
     "cudnn_benchmark": False,
+    "tf32": "off",
     "allocator": False,
 }
-#: Relative loss difference accepted on the first steps: fp32 paths on identical data differ by
-#: float rounding only; bf16 and the device-side resize (rounding of 8-bit levels) by more.
-TOLERANCE = {"fp32": 1e-3, "approximate": 5e-2}
+#: Relative loss difference accepted on the first steps against the plain path, by the device type
+#: and the precision a variant computes in. Over the first steps the losses move by about 1-3 unit
+#: roundoffs of the format the products are rounded to (measured on the CPU, tests/test_speed.py:
+#: fused Adam and channels-last 1.6e-7 and 1.1e-7 vs fp32's 6e-8; bf16 autocast 2.5e-3 vs bf16's
+#: 3.9e-3). fp32 on the CPU: 1e-3, a wide margin. On CUDA even an fp32 variant runs other kernels
+#: than the plain path (cuDNN picks its algorithms per memory format and, with cudnn_benchmark, by
+#: timing; some, like Winograd, round more): 5e-3. TF32 keeps 10 of fp32's 23 mantissa bits (unit
+#: roundoff 4.9e-4): 1e-2, 7x over three roundoffs. bf16 (7 bits, 3.9e-3): 5e-2, 4x over three.
+#: Devices other than the CPU use the CUDA values.
+TOLERANCE: dict[tuple[str, str], float] = {
+    ("cpu", "fp32"): 1e-3,
+    ("cuda", "fp32"): 5e-3,
+    ("cuda", "tf32"): 1e-2,
+    ("cpu", "bf16"): 5e-2,
+    ("cuda", "bf16"): 5e-2,
+}
+#: For what is not rounding: the decoded cache's float resize (8-bit levels rounded otherwise) and
+#: channels-last dropout masks (other masks, same distribution).
+APPROXIMATE_TOLERANCE = 5e-2
+
+
+def loss_tolerance(device_type: str, precision: str, approximate: bool = False) -> float:
+    """The relative loss difference :func:`bench` accepts for a variant (see :data:`TOLERANCE`)."""
+    device = "cpu" if device_type == "cpu" else "cuda"
+    if precision == "tf32" and device == "cpu":
+        precision = "fp32"  # TF32 exists on CUDA only; the CPU computes the variant in fp32
+    tol = TOLERANCE[(device, precision)]
+    return max(tol, APPROXIMATE_TOLERANCE) if approximate else tol
+
+
 #: Dense peak TFLOP/s (vendor figures) for the fraction-of-peak column, by device-name fragment.
 PEAK_TFLOPS = {
     "H200": {"tf32": 494.7, "bf16": 989.4},
@@ -62,7 +90,12 @@ class Variant:
     speed: dict[str, Any] = field(default_factory=dict)
     adam: str = "default"  # "default": torch's choice (the per-tensor loop on CPU); "fused": optim.fused
     cache: str = "off"
-    approximate: bool = False  # bf16 or device-side resizing: compared with the wider tolerance
+    approximate: bool = False  # device-side resizing or other dropout masks: the wider tolerance
+    precision: str = "fp32"  # "fp32", "tf32" or "bf16": what its matmuls and convolutions round to
+
+
+#: Precisions from the finest to the coarsest (a combined variant computes in its coarsest part's).
+_PRECISIONS = ["fp32", "tf32", "bf16"]
 
 
 def plan_variants(recipe: dict[str, Any], device: torch.device) -> list[Variant]:
@@ -76,8 +109,12 @@ def plan_variants(recipe: dict[str, Any], device: torch.device) -> list[Variant]
             # channels_last draws dropout masks in memory order: other masks, same distribution.
             approximate = key == "channels_last"
             singles.append(Variant(key, key.replace("_", " "), speed={key: True}, approximate=approximate))
+    if choices.tf32 and device.type == "cuda":
+        singles.append(
+            Variant("tf32", "TF32 matmuls and convolutions", speed={"tf32": "on"}, precision="tf32")
+        )
     if choices.amp == "bf16":
-        singles.append(Variant("amp_bf16", "bf16 autocast", speed={"amp": "bf16"}, approximate=True))
+        singles.append(Variant("amp_bf16", "bf16 autocast", speed={"amp": "bf16"}, precision="bf16"))
     if recipe["data"].get("cache") == "decoded":
         singles.append(Variant("decoded_cache", "decoded cache", cache="decoded", approximate=True))
     plain = Variant("plain", "plain (eager, fp32, default Adam, default allocator, DataLoader)")
@@ -89,6 +126,7 @@ def plan_variants(recipe: dict[str, Any], device: torch.device) -> list[Variant]
         together.adam = "fused" if v.adam == "fused" else together.adam
         together.cache = "decoded" if v.cache == "decoded" else together.cache
         together.approximate |= v.approximate
+        together.precision = max(together.precision, v.precision, key=_PRECISIONS.index)
     return [plain, *singles, together]
 
 
@@ -337,11 +375,12 @@ def summarise(recipe, device, variants, runs, steps, repeats, warmup) -> dict[st
         entry["speedup"] = base_step / med
         if flops:
             entry["achieved_flop_per_s"] = flops / entry["compute_s"]["median"]
-        tol = TOLERANCE["approximate" if v.approximate else "fp32"]
+        tol = loss_tolerance(torch.device(plain["device"]).type, v.precision, v.approximate)
         diff = _max_rel_diff(reps[0]["losses"], plain["losses"])
         entry["losses_first_steps"] = reps[0]["losses"]
         entry["loss_max_rel_diff"] = diff
         entry["loss_tolerance"] = tol
+        entry["precision"] = v.precision
         entry["losses_match"] = diff <= tol
         if "inference_images_per_s" in reps[0]:
             entry["inference_images_per_s"] = reps[0]["inference_images_per_s"]
