@@ -5,10 +5,19 @@ only implements :meth:`Metric.score`; a dataset-level one (FID) overrides :meth:
 :meth:`compute` and sets ``per_image = False``. A metric that judges an output against the network's
 *input* (the FCN-score segments a generated photo and compares it with the input label map) sets
 ``needs_input = True`` and receives ``inputs`` (the same layout, also in [0, 1]) in :meth:`update`.
+
+A metric that runs a network of its own (FID's Inception, the FCN-score's segmenter) can follow the
+evaluation onto its device: evaluation calls :meth:`Metric.use_device` with the device the
+generator runs on before the first :meth:`update` (:func:`tell_device` does it for a set of
+metrics, also for duck-typed ones without the method).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+import torch
 from torch import Tensor
 
 
@@ -32,6 +41,10 @@ class Metric:
     def reset(self) -> None:
         self.values = []
 
+    def use_device(self, device: torch.device) -> None:
+        """The device the evaluation runs on, told before the first :meth:`update` (the default
+        does nothing). A metric whose ``device`` parameter is ``"auto"`` moves its network there."""
+
     def score(self, output: Tensor, target: Tensor) -> float:
         raise NotImplementedError
 
@@ -46,3 +59,12 @@ class Metric:
 
     def compute(self) -> float:
         return sum(self.values) / len(self.values) if self.values else float("nan")
+
+
+def tell_device(metrics: Iterable[Any], device: torch.device) -> None:
+    """Call :meth:`Metric.use_device` of each metric that has it (metrics written before it existed
+    may not subclass :class:`Metric`)."""
+    for metric in metrics:
+        use = getattr(metric, "use_device", None)
+        if callable(use):
+            use(torch.device(device))

@@ -79,3 +79,57 @@ def test_restore_rng_says_nothing_when_the_gpus_match(monkeypatch):
     restored = fake_gpus(monkeypatch, 2)
     assert restore_rng(rng) is None and [i for i, _ in restored] == [0]
     assert restore_rng({**rng, "cuda": []}) is None
+
+
+# -- metrics with networks of their own follow the evaluation's device --------------------------------
+def random_inception(tmp_path: Path, monkeypatch) -> None:
+    import i2i_pix2pix.metrics as m
+    from torchvision.models import inception_v3
+
+    path = tmp_path / "inception.pth"
+    torch.save(inception_v3(weights=None, aux_logits=False, init_weights=False).state_dict(), path)
+    monkeypatch.setenv(m.FID_WEIGHTS_ENV, str(path))
+    monkeypatch.setattr(m.FID, "image_size", 75)
+
+
+def test_fid_and_the_fcn_scores_default_to_the_evaluations_device():
+    import inspect
+
+    for name in ("fid", "fcn_pixel_acc", "fcn_class_acc", "fcn_iou"):
+        factory = get_host().registry("metric").get(name).factory
+        assert inspect.signature(factory).parameters["device"].default == "auto", name
+
+
+def test_an_auto_fid_runs_where_the_evaluation_says_and_a_set_device_stays(tmp_path, monkeypatch):
+    import i2i_pix2pix.metrics as m
+
+    from i2i.metrics import tell_device
+
+    random_inception(tmp_path, monkeypatch)
+    auto = get_host().registry("metric").build("fid")
+    assert auto.device.type == "cpu"  # loaded (and its weights checked) on the CPU, nothing moved yet
+    fixed = get_host().registry("metric").build("fid", device="cpu")
+    tell_device([auto, fixed, object()], torch.device("meta"))  # object(): a metric without the method
+    assert {p.device.type for p in auto.model.parameters()} == {"meta"} and auto.device.type == "meta"
+    assert {p.device.type for p in fixed.model.parameters()} == {"cpu"}
+    # Not told (a metric used on its own): the GPU when there is one.
+    real_auto_device = m.auto_device
+    untold = get_host().registry("metric").build("fid")
+    monkeypatch.setattr(m, "auto_device", lambda: torch.device("meta"))
+    assert untold._prepare(torch.rand(1, 3, 8, 8)).device.type == "meta"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert real_auto_device() == torch.device("cuda")
+
+
+def test_an_auto_fcn_score_segments_where_the_evaluation_says(monkeypatch):
+    import i2i_pix2pix.fcn_score as f
+
+    from i2i.metrics import tell_device
+
+    monkeypatch.setattr(f, "_SEGMENTERS", {})  # its own segmenters: this test moves them
+    scores = [get_host().registry("metric").build(n) for n in ("fcn_pixel_acc", "fcn_iou")]
+    fixed = get_host().registry("metric").build("fcn_class_acc", device="cpu")
+    assert scores[0].segmenter is scores[1].segmenter and scores[0].segmenter.device.type == "cpu"
+    tell_device([*scores, fixed], torch.device("meta"))
+    assert {p.device.type for p in scores[0].segmenter.net.parameters()} == {"meta"}
+    assert {p.device.type for p in fixed.segmenter.net.parameters()} == {"cpu"}

@@ -32,6 +32,7 @@ from i2i.diversity.protocol import Inputs, measure, protocol_record
 from i2i.diversity.report import write_figure, write_report
 from i2i.errors import CheckpointError, I2IError
 from i2i.inference.loading import generator_from_checkpoint
+from i2i.metrics import tell_device
 from i2i.reports.run_report import write_index
 from i2i.runs.checkpoint import load_checkpoint
 from i2i.sampling import Sampler
@@ -133,6 +134,7 @@ class DiversityExperiment:
         # and whether each sampler can diversify its variant's generator.
         self.measures = pairwise_measures(build_metrics(self.settings["metrics"], host))
         self.quality = build_metrics(self.settings["quality"], host)
+        tell_device([*(m.metric for m in self.measures), *self.quality.values()], self.device)
         self.dataset = build_dataset(experiment.base, host, self.settings["split"])
         if len(self.dataset) == 0:
             raise I2IError(f"The {self.settings['split']!r} split holds no images to sample.")

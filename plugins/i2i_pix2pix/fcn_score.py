@@ -35,6 +35,7 @@ class Segmenter:
     """A trained segmentation generator with its palette and training size."""
 
     def __init__(self, weights: str, device: str) -> None:
+        """``device = "auto"``: loaded on the CPU, then moved where the evaluation runs (:meth:`to`)."""
         import i2i
         from i2i_pix2pix.palettes import get_palette
 
@@ -46,8 +47,10 @@ class Segmenter:
                 '{ name = "fcn_pixel_acc", weights = "runs/facades_segmenter" } (a run directory, '
                 "a checkpoint or a .safetensors export). i2i never downloads it."
             )
-        segmenter = i2i.load(path, device=device)
+        self.auto = device == "auto"
+        segmenter = i2i.load(path, device="cpu" if self.auto else device)
         self.device, self.net, recipe = segmenter.device, segmenter.generator, segmenter.recipe
+        self.placed = not self.auto
         spec = recipe.get("data", {}).get("target_palette", "")
         if not spec:
             raise I2IError(
@@ -59,6 +62,13 @@ class Segmenter:
         self.path = path
         self._last: tuple[Tensor, int | None, Tensor] | None = None
 
+    def to(self, device: torch.device) -> None:
+        """With ``device = "auto"``: segment on ``device`` from now on."""
+        if self.auto:
+            self.device = torch.device(device)
+            self.net.to(self.device)
+            self.placed = True
+
     @torch.no_grad()
     def classes(self, photos: Tensor) -> Tensor:
         """Class indices (N, H, W) for photos (N, 3, H, W) in [0, 1], at the photos' size."""
@@ -68,6 +78,8 @@ class Segmenter:
         version = None if photos.is_inference() else photos._version
         if self._last is not None and self._last[0] is photos and self._last[1] == version:
             return self._last[2]
+        if not self.placed:  # "auto", and no evaluation said where it runs: a GPU if there is one
+            self.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         height, width = photos.shape[-2:]
         x = photos.to(self.device) * 2 - 1
         if (height, width) != (self.size, self.size):
@@ -80,7 +92,7 @@ class Segmenter:
         return result
 
 
-def segmenter(weights: str = "", device: str = "cpu") -> Segmenter:
+def segmenter(weights: str = "", device: str = "auto") -> Segmenter:
     """One loaded segmenter per (weights, device), shared by the three scores."""
     key = (weights, device)
     if key not in _SEGMENTERS:
@@ -122,6 +134,10 @@ class FCNScore(Metric):
         self.segmenter = segmenter(weights, device)
         self.matrix = torch.zeros(0)
 
+    def use_device(self, device: torch.device) -> None:
+        """With ``device = "auto"`` (the default): segment where the evaluation runs."""
+        self.segmenter.to(device)
+
     def reset(self) -> None:
         super().reset()
         k = len(self.segmenter.palette.class_names)
@@ -154,17 +170,17 @@ class FCNScore(Metric):
         return scores(self.matrix)[self.measure] if self.matrix.numel() else float("nan")
 
 
-def fcn_pixel_acc(weights: str = "", device: str = "cpu") -> Metric:
+def fcn_pixel_acc(weights: str = "", device: str = "auto") -> Metric:
     """FCN-score per-pixel accuracy: the segmenter recovers the input label map from the output."""
     return FCNScore("pixel_acc", weights, device)
 
 
-def fcn_class_acc(weights: str = "", device: str = "cpu") -> Metric:
+def fcn_class_acc(weights: str = "", device: str = "auto") -> Metric:
     """FCN-score mean per-class accuracy over the classes of the input label maps."""
     return FCNScore("class_acc", weights, device)
 
 
-def fcn_iou(weights: str = "", device: str = "cpu") -> Metric:
+def fcn_iou(weights: str = "", device: str = "auto") -> Metric:
     """FCN-score mean class IoU between the segmented output and the input label map."""
     return FCNScore("iou", weights, device)
 

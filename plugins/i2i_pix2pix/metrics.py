@@ -203,25 +203,36 @@ class FID(Metric):
     #: Side of the square the images are resized to (Inception-v3's native input; tests shrink it).
     image_size = 299
 
-    def __init__(self, weights: str = "", batch_size: int = 16, device: str = "cpu") -> None:
+    def __init__(self, weights: str = "", batch_size: int = 16, device: str = "auto") -> None:
         super().__init__()
         # Declared on fid() too; kept here for [diversity] metric tables, which are not range-checked.
         if batch_size < 1:
             raise I2IError(f"fid: batch_size must be ≥ 1, got {batch_size}.")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        #: "auto": follow the evaluation (use_device); until told, the Inception waits on the CPU.
+        self.auto = device == "auto"
+        self._placed = not self.auto
         try:
-            self.device = torch.device(device)
+            self.device = torch.device("cpu" if self.auto else device)
         except RuntimeError as exc:
             raise I2IError(f"fid: device {device!r} is not a device name: {exc}") from None
         self.path = fid_weights_path(weights)
         self.batch_size = batch_size
         self.model = load_inception(self.path, self.device)
-        mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(_IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
-        self._mean, self._std = mean, std
+        self._to(self.device)
         self.output_features: list[np.ndarray] = []
         self.target_features: list[np.ndarray] = []
+
+    def _to(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(_IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    def use_device(self, device: torch.device) -> None:
+        """With ``device = "auto"``: run the Inception where the evaluation runs."""
+        if self.auto:
+            self._to(device)
+            self._placed = True
 
     def reset(self) -> None:
         super().reset()
@@ -229,6 +240,8 @@ class FID(Metric):
         self.target_features = []
 
     def _prepare(self, images: Tensor) -> Tensor:
+        if not self._placed:  # "auto", and no evaluation said where it runs: a GPU if there is one
+            self.use_device(auto_device())
         images = images.to(self.device, torch.float32)
         if images.dim() == 3:
             images = images.unsqueeze(0)
@@ -268,9 +281,15 @@ class FID(Metric):
         )
 
 
-def fid(weights: str = "", batch_size: Annotated[int, Range(1)] = 16, device: str = "cpu") -> Metric:
-    """Fréchet Inception Distance over the whole set (lower is better; needs Inception weights)."""
+def fid(weights: str = "", batch_size: Annotated[int, Range(1)] = 16, device: str = "auto") -> Metric:
+    """Fréchet Inception Distance over the whole set (lower is better; needs Inception weights).
+    ``device = "auto"`` runs the Inception on the device the evaluation runs on."""
     return FID(weights=weights, batch_size=batch_size, device=device)
+
+
+def auto_device() -> torch.device:
+    """Where an "auto" metric runs when no evaluation told it: the GPU if there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @hookimpl
