@@ -225,3 +225,46 @@ def test_mistakes_in_a_model_section_name_the_key(tmp_path, model, extra, expect
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 1 and isinstance(result.exception, i2i.RecipeError), result.output
     assert expected in str(result.exception)
+
+
+def test_a_killed_cyclegan_run_resumes_to_the_losses_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL mid-run (no handler runs): the resume from the last latest.pt, image pools and all,
+    ends with the log of a run that was never killed."""
+    import signal
+    import time
+
+    recipe = unpaired_recipe(tmp_path, {"name": "cyclegan", "pool_size": 3})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    sets = [
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.epochs_decay=1",
+        "--set",
+        "train.checkpoint_minutes=0.002",
+    ]
+    base = [sys.executable, "-m", "i2i", "run", "--no-progress"]
+    ref = subprocess.run(
+        [*base, str(recipe), *sets, "--set", "experiment.name=ref"], env=env, capture_output=True
+    )
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "u"
+    proc = subprocess.Popen(
+        [*base, str(recipe), *sets], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(_lines(run_dir / "log.jsonl")) < 7:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    done = subprocess.run([*base, "--resume", str(run_dir)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got, want = logged(run_dir), logged(tmp_path / "runs" / "ref")
+    assert [r["step"] for r in got] == list(range(1, 17)) == [r["step"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, rel=1e-6, abs=1e-7), g["step"]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
