@@ -42,6 +42,12 @@ SetOption = Annotated[
 ]
 
 
+DirectionOption = Annotated[
+    str,
+    typer.Option(help="AtoB, or BtoA for the reverse generator of a model that has one (cyclegan)."),
+]
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
@@ -263,9 +269,7 @@ def translate(
     ] = None,
     mode: Annotated[str, typer.Option(help="Inference mode: eval or train.")] = "eval",
     device: Annotated[str | None, typer.Option()] = None,
-    direction: Annotated[
-        str, typer.Option(help="AtoB, or BtoA for the reverse generator of a model that has one (cyclegan).")
-    ] = "AtoB",
+    direction: DirectionOption = "AtoB",
 ) -> None:
     """Apply a trained generator to a folder of images; outputs keep the inputs' sizes."""
     from i2i.inference.translate import translate_folder
@@ -296,9 +300,7 @@ def export(
     ] = "both",
     size: Annotated[int, typer.Option(help="Example input side length in pixels.")] = 256,
     half: Annotated[bool, typer.Option("--half", help="safetensors: store fp16 weights.")] = False,
-    direction: Annotated[
-        str, typer.Option(help="AtoB, or BtoA for the reverse generator of a model that has one (cyclegan).")
-    ] = "AtoB",
+    direction: DirectionOption = "AtoB",
 ) -> None:
     """Write the generator as TorchScript, ONNX and/or safetensors, checked against the original.
 
@@ -378,9 +380,7 @@ def serve(
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for the generator (default: PyTorch's, one per core).")
     ] = None,
-    direction: Annotated[
-        str, typer.Option(help="AtoB, or BtoA for the reverse generator of a model that has one (cyclegan).")
-    ] = "AtoB",
+    direction: DirectionOption = "AtoB",
 ) -> None:
     """Open a local web page: draw a label map or upload an input and see the generator's answer.
 

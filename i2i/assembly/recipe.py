@@ -390,9 +390,10 @@ def _model_class(table: Any, host: PluginHost) -> Any:
     if not isinstance(table, dict) or "name" not in table:
         return None
     try:
-        return host.registry("model").get(table["name"]).factory
+        factory = host.registry("model").get(table["name"]).factory
     except I2IError:
         return None
+    return getattr(factory, "func", factory)  # a functools.partial of a model class: the class
 
 
 def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:

@@ -67,14 +67,18 @@ class Translator:
     def load(
         cls,
         path: str | Path,
-        *,
         device: str | None = "auto",
+        *,
         size: int | None = None,
         direction: str = "AtoB",
         host: PluginHost | None = None,
     ) -> Translator:
-        """A run directory, a checkpoint file or an ``i2i export`` safetensors file, ready to call;
-        ``direction="BtoA"`` takes the reverse generator of a model that has one (CycleGAN)."""
+        """A trained generator ready to call: ``i2i.load("runs/facades_quick")(image)``.
+
+        ``path``: a run directory, a checkpoint file or an ``i2i export --format safetensors`` file.
+        ``device``: "auto" (a GPU when there is one), "cpu", "cuda", ... or None for the recipe's.
+        ``direction``: "BtoA" for the reverse generator of a model that has one (CycleGAN).
+        """
         host = host or get_host()
         trained = load_trained(path, host, None if device in (None, "recipe") else device, direction)
         return cls(trained, host, size=size)
@@ -222,18 +226,5 @@ def _regroup(outputs: list[Any], many: bool, images: Any) -> Any:
     return outputs
 
 
-def load(
-    path: str | Path,
-    device: str | None = "auto",
-    *,
-    size: int | None = None,
-    direction: str = "AtoB",
-    host: PluginHost | None = None,
-) -> Translator:
-    """A trained generator ready to call: ``i2i.load("runs/facades_quick")(image)``.
-
-    ``path``: a run directory, a checkpoint file or an ``i2i export --format safetensors`` file.
-    ``device``: "auto" (a GPU when there is one), "cpu", "cuda", ... or None for the recipe's.
-    ``direction``: "BtoA" for the reverse generator of a model that has one (CycleGAN).
-    """
-    return Translator.load(path, device=device, size=size, direction=direction, host=host)
+#: ``i2i.load(path, device="auto", *, size=None, direction="AtoB")``: see :meth:`Translator.load`.
+load = Translator.load

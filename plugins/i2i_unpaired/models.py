@@ -5,6 +5,7 @@ where); the networks come from the recipe's [generator] and [discriminator] like
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -56,8 +57,10 @@ def _trainable(*nets: nn.Module) -> None:
 
 
 class CycleGAN(TrainingModel):
-    """Two generators (G_A: A→B, G_B: B→A) and two discriminators judging single images, trained
-    with LSGAN, cycle consistency and identity losses, the discriminators on a history of fakes."""
+    """CycleGAN (Zhu et al. 2017): G_A: A→B and G_B: B→A, two single-image discriminators.
+
+    Trained with LSGAN, cycle-consistency and identity losses, the discriminators on a history of
+    fakes (an image pool each)."""
 
     translators = {"AtoB": "G_A", "BtoA": "G_B"}
     uses_losses = False
@@ -159,8 +162,10 @@ class CycleGAN(TrainingModel):
 
 
 class CUT(TrainingModel):
-    """Contrastive unpaired translation: one generator, one discriminator judging single images,
-    and PatchNCE between the input's and the output's encoder features (an MLP head, trained)."""
+    """CUT (Park et al. 2020): one generator, one single-image discriminator, PatchNCE.
+
+    PatchNCE matches the input's and the output's encoder features at the same places, through an
+    MLP head trained with the generator."""
 
     translators = {"AtoB": "generator"}
     uses_losses = False
@@ -278,25 +283,13 @@ class CUT(TrainingModel):
         return {name: value.detach() for name, value in logs.items()}
 
 
-def fastcut(
-    lambda_gan: Weight = 1.0,
-    lambda_nce: Weight = 10.0,
-    nce_idt: bool = False,
-    flip_equivariance: bool = True,
-    num_patches: Annotated[int, Range(1, 4096)] = NUM_PATCHES,
-    nce_tau: Annotated[float, Range(1e-4, 10)] = TAU,
-    gan_mode: GanMode = "lsgan",
-) -> CUT:
-    """FastCUT: CUT with lambda_nce = 10, no identity term and flip-equivariance (faster, one pass)."""
-    return CUT(lambda_gan, lambda_nce, nce_idt, flip_equivariance, num_patches, nce_tau, gan_mode)
-
-
-fastcut.uses_losses = False  # type: ignore[attr-defined]  # read by recipe checks, like a class's
-fastcut.needs_discriminator = True  # type: ignore[attr-defined]
+FASTCUT = "FastCUT: CUT with lambda_nce = 10, no identity term and flip-equivariance (faster)."
+#: FastCUT: CUT with lambda_nce = 10, no identity term and flip-equivariance (one G pass per step).
+fastcut = functools.partial(CUT, lambda_nce=10.0, nce_idt=False, flip_equivariance=True)
 
 
 @hookimpl
 def i2i_register_models(registry) -> None:
     registry.add("cyclegan", CycleGAN)
     registry.add("cut", CUT)
-    registry.add("fastcut", fastcut)
+    registry.add("fastcut", fastcut, description=FASTCUT)
