@@ -14,6 +14,8 @@ training loop has one code path:
   losses own (their calls are invisible to DDP).
 * :meth:`World.agree`, :meth:`World.mean` and :meth:`World.all` keep the ranks' decisions equal:
   when to stop and save, what is logged, whether a step's loss was finite.
+* :class:`Agreement` agrees on the per-step stop and save flags without blocking the step: the
+  all-reduce of step k runs in the background and is read after step k+1.
 """
 
 from __future__ import annotations
@@ -83,6 +85,44 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier(group=self.control)
+
+
+class Agreement:
+    """The stop and save flags of every step, agreed one step late and without blocking.
+
+    A blocking all-reduce each step makes every rank wait there for the slowest one's CPU (and on
+    CUDA adds a host round trip to every step): measured on the 2-process CPU run of the toy recipe,
+    a median of 0.95 ms and a mean of 2.7 ms per 140 ms step (docs/training.md). Here step k's flags
+    start an asynchronous all-reduce on the control group, and the result is read after step k+1,
+    by which time it has long arrived. Every rank exchanges at the same step counts, so every rank
+    gets the same answer at the same step: all stop after the same step, one step after the signal.
+    With one process the answer is immediate (:meth:`World.agree`).
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._pending: tuple[Any, torch.Tensor] | None = None
+
+    def exchange(self, *flags: bool) -> tuple[bool, ...]:
+        """Start agreeing on ``flags``; returns what the previous call's flags agreed to (all false
+        at the first call). The flags must be as many at every call."""
+        if not self.world.distributed:
+            return self.world.agree(*flags)
+        previous = self.finish(len(flags))
+        t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32)
+        work = dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.world.control, async_op=True)
+        self._pending = (work, t)
+        return previous
+
+    def finish(self, count: int) -> tuple[bool, ...]:
+        """Wait for the pending agreement (call it on every rank before the process group ends);
+        returns its result, or ``count`` false flags when none is pending."""
+        if self._pending is None:
+            return (False,) * count
+        work, t = self._pending
+        self._pending = None
+        work.wait()
+        return tuple(bool(v) for v in t.tolist())
 
 
 _world = World()

@@ -271,6 +271,7 @@ class Trainer:
             progress = contextlib.nullcontext(progress)  # one report, from rank 0
         for net in self.model.networks().values():
             net.train()
+        agreement = distributed.Agreement(self.world)
         with self._graceful_stop(), progress, self.runlog.opened():
             if self.world.is_main:
                 progress.start(self.step, self.epoch)
@@ -300,8 +301,9 @@ class Trainer:
                     save_due = save_every_s > 0 and now - self._saved[1] > save_every_s
                     # A stop (a signal to any rank) and the timer's save must happen on all ranks at once.
                     # The handler only sets _signal_seen: had it set _stop_requested, a signal landing
-                    # while agree() runs would be overwritten by the (older) agreed value and lost.
-                    self._stop_requested, save_due = self.world.agree(self._signal_seen, save_due)
+                    # while the agreement runs would be overwritten by the (older) agreed value and lost.
+                    # With several processes the answer comes one step later (without blocking).
+                    self._stop_requested, save_due = agreement.exchange(self._signal_seen, save_due)
                     if save_due:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
@@ -313,6 +315,7 @@ class Trainer:
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self._end_epoch(float(self._epoch_loss[0]) / max(self._epoch_loss[1], 1))
             self.write_samples()
+        agreement.finish(2)  # the last step's agreement: nothing may be left pending in the group
         self.runlog.close()
         self.save()
         return RunResult(self.run_dir, self.step, self.epoch, interrupted=self._stop_requested)
