@@ -246,6 +246,7 @@ def test_a_variant_without_latest_continues_from_its_newest_snapshot(tmp_path, c
     code, text = cli(capsys, "diversity", str(path), "--no-progress")
     assert code == 0, text
     assert "continuing from epoch_0001.pt (step 2)" in text
+    assert "is an epoch snapshot" in " ".join(text.split())  # networks only: fresh optimisers, said
     assert (run / "notes.txt").read_text() == "mine" and (checkpoints / "epoch_0001.pt").is_file()
     assert [r["step"] for r in read_log(run / "log.jsonl")] == [1, 2, 3, 4]  # steps 3-4 trained again
     assert load_checkpoint(run)["step"] == 4 and (checkpoints / "epoch_0002.pt").is_file()

@@ -419,6 +419,34 @@ def test_sigkill_at_any_moment_then_resume_matches_an_uninterrupted_run(recipe, 
         reached = _logged_step(log)  # a few steps past `after`: the kill is not instantaneous
         assert load_checkpoint(run)["step"] <= reached  # the checkpoint always loads
         command = [*base, "--resume", str(run)]  # the run's own recipe.toml, --set values included
+    # Once more, killed while a background write is under way: each write's fsync is slowed down
+    # (a sitecustomize in the child), and the kill comes once a step has ended during one write.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import os, time\n_fsync = os.fsync\n"
+        "def _slow(fd):\n    time.sleep(0.5)\n    _fsync(fd)\nos.fsync = _slow\n"
+    )
+    before = load_checkpoint(run)["step"]
+    slow = {**env, "PYTHONPATH": os.pathsep.join([str(hooks), env.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    # temporary file (one write) -> the logged step and the time when it appeared
+    first_seen: dict[str, tuple[int, float]] = {}
+    deadline, kill = time.time() + 120, False
+    while time.time() < deadline and proc.poll() is None and not kill:
+        step, now = _logged_step(log), time.time()
+        for tmp in (run / "checkpoints").glob(".*.tmp"):
+            seen_step, seen_at = first_seen.setdefault(tmp.name, (step, now))
+            # training went on during this write, and its fsync (0.5 s) is far from over
+            kill |= step > seen_step and now - seen_at < 0.25
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run ended before a write overlapped a step"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert list((run / "checkpoints").glob(".*.tmp")), "the kill did not land during a write"
+    assert load_checkpoint(run)["step"] >= before  # the previous latest.pt is intact and loads
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not list((run / "checkpoints").glob(".*.tmp"))

@@ -6,8 +6,9 @@ reference, and the report. Rerunning the same command continues where it stopped
 variants are not retrained and finished measurements are not redone: a result is reused only when
 its stored key still matches the model's weights, the data, every metric's and sampler's full
 settings and the protocol (see :mod:`i2i.diversity.cache`). A variant folder is never deleted:
-without ``checkpoints/latest.pt`` the variant continues from its newest readable ``epoch_N.pt``, or
-the experiment stops and says what the folder holds.
+without ``checkpoints/latest.pt`` the variant continues from its newest readable ``epoch_N.pt`` (a
+snapshot: its networks, with fresh optimisers, as the trainer's note says), or the experiment stops
+and says what the folder holds.
 """
 
 from __future__ import annotations

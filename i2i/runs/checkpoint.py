@@ -1,8 +1,14 @@
-"""Checkpoints: atomic saving and safe loading.
+"""Checkpoints: atomic saving (in the background during training) and safe loading.
 
 A checkpoint is a plain dict of tensors, numbers, strings and containers written with
 ``torch.save``. It is loaded with ``weights_only=True``, so a hostile file cannot run code: only
 tensors and primitive containers are unpickled.
+
+Two kinds exist. A full checkpoint (``latest.pt``, and the saves on a stop and at the end) holds
+everything an exact resume needs, the optimisers' and schedules' states included. An epoch
+snapshot (``epoch_NNNN.pt``) holds what inference and fine-tuning need: every network, the losses'
+and the model's own state, the counters, random streams and recipe, but no optimiser or schedule
+state (for Adam, two more copies of every weight); ``"snapshot": True`` marks it.
 """
 
 from __future__ import annotations
@@ -10,8 +16,12 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import tempfile
+import threading
 import zipfile
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +31,137 @@ from i2i.errors import CheckpointError
 
 FORMAT = "i2i-checkpoint"
 FORMAT_VERSION = 1
+
+#: The names i2i gives epoch snapshots in ``RUN_DIR/checkpoints`` (``epoch_0005.pt``).
+SNAPSHOT_NAME = re.compile(r"epoch_(\d{4,})\.pt")
+#: Keys of a full checkpoint that an epoch snapshot leaves out: optimiser and schedule states.
+RESUME_ONLY = ("opt_", "sched_")
+
+
+def snapshot_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
+
+
+def snapshot_of(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (a full checkpoint's dict) without what only an exact resume needs."""
+    kept = {k: v for k, v in state.items() if not k.startswith(RESUME_ONLY)}
+    kept["snapshot"] = True
+    return kept
+
+
+def is_snapshot(state: dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint is an epoch snapshot (networks only, no optimiser state)."""
+    return bool(state.get("snapshot", False))
+
+
+def snapshots(folder: Path) -> list[tuple[int, Path]]:
+    """The epoch snapshots i2i wrote in a run's ``checkpoints`` folder, oldest first: regular files
+    named as :func:`snapshot_name` names them, nothing else (no link, no folder, no other name)."""
+    found = []
+    for path in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        match = SNAPSHOT_NAME.fullmatch(path.name)
+        if match and path.is_file() and not path.is_symlink():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def prune_snapshots(folder: Path, keep_last: int) -> list[Path]:
+    """Remove all but the newest ``keep_last`` epoch snapshots of :func:`snapshots` (0: keep all);
+    returns what was removed."""
+    if keep_last <= 0:
+        return []
+    removed = []
+    for _, path in snapshots(folder)[:-keep_last]:
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def copy_off_device(obj: Any) -> Any:
+    """A copy of ``obj`` (a checkpoint's dict) whose tensors are CPU tensors of their own, and whose
+    containers are new: training may go on changing the originals while the copy is written."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        return t.to("cpu") if t.device.type != "cpu" else t.clone()
+    if isinstance(obj, dict):
+        return {k: copy_off_device(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [copy_off_device(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(copy_off_device(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes checkpoints with :func:`save_checkpoint` in a background thread, in the order asked.
+
+    :meth:`save` takes a state already copied off the device (:func:`copy_off_device`), so training
+    goes on while the file is written, fsync'd and renamed into place: the guarantees of
+    :func:`save_checkpoint` hold (a kill mid-write leaves the previous file intact). A second save
+    of a file waits for the first; :meth:`wait` waits for all (before reading a checkpoint back, and
+    before the process ends). A failed write (a full disk) is raised, as the same one-paragraph
+    :class:`CheckpointError`, by the next :meth:`check`, :meth:`save` or :meth:`wait`. The thread
+    exists only while there is something to write.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: deque[tuple[dict[str, Any], Path, Callable[[], Any] | None]] = deque()
+        self._pending: list[Path] = []  # queued or being written
+        self._changed = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, state: dict[str, Any], path: Path, then: Callable[[], Any] | None = None) -> None:
+        """Write ``state`` to ``path`` in the background, then call ``then`` (if the write succeeded)."""
+        path = Path(path)
+        self.wait(path)
+        with self._changed:
+            self._jobs.append((state, path, then))
+            self._pending.append(path)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="i2i-checkpoint-writer")
+                self._worker.start()
+
+    def pending(self, path: Path) -> bool:
+        """Whether a write of ``path`` is queued or under way."""
+        with self._changed:
+            return Path(path) in self._pending
+
+    def wait(self, path: Path | None = None) -> None:
+        """Wait until ``path`` (or every checkpoint) is written; raise a failed write's error."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._pending if path is None else path not in self._pending)
+        self.check()
+
+    def check(self) -> None:
+        """Raise the error of a background write that failed since the last call (cheap)."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                if not self._jobs:
+                    self._worker = None
+                    self._changed.notify_all()
+                    return
+                state, path, then = self._jobs.popleft()
+            try:
+                save_checkpoint(state, path)
+                if then is not None:
+                    then()
+            except BaseException as exc:  # kept for the training thread, which raises it
+                if self._error is None:
+                    self._error = exc
+            finally:
+                del state
+                with self._changed:
+                    self._pending.remove(path)
+                    self._changed.notify_all()
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

@@ -4,13 +4,17 @@ networks, optimisers and their schedules, and every random stream (what makes re
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim import lr_scheduler
 
 from i2i.assembly.build import Optimised
 from i2i.models import TrainingModel
+from i2i.runs.checkpoint import is_snapshot
 
 
 def capture_rng() -> dict[str, Any]:
@@ -67,12 +71,41 @@ def capture_state(model: TrainingModel, optimised: Mapping[str, Optimised]) -> d
     return state
 
 
-def restore_state(model: TrainingModel, optimised: Mapping[str, Optimised], state: Mapping[str, Any]) -> None:
-    """Put :func:`capture_state`'s output back (raises KeyError, RuntimeError... on a mismatch)."""
+def restore_state(
+    model: TrainingModel, optimised: Mapping[str, Optimised], state: Mapping[str, Any]
+) -> str | None:
+    """Put :func:`capture_state`'s output back (raises KeyError, RuntimeError... on a mismatch).
+
+    An epoch snapshot (:func:`i2i.runs.checkpoint.is_snapshot`) has no optimiser or schedule
+    state: the optimisers start afresh and each schedule is stepped to the snapshot's epoch (a
+    "plateau" schedule, which depends on the losses it saw, starts afresh too). Returns a note
+    saying so, since the run then continues but no longer repeats an uninterrupted one.
+    """
     model.translator("AtoB").load_state_dict(state["generator"])
     if "BtoA" in model.translators:
         model.translator("BtoA").load_state_dict(state["generator_BtoA"])
     model.load_checkpoint_state(state)
+    if not is_snapshot(dict(state)):
+        for name, part in optimised.items():
+            part.optimizer.load_state_dict(state[f"opt_{name}"])
+            part.scheduler.load_state_dict(state[f"sched_{name}"])
+        return None
+    epoch = int(state.get("epoch", 0))
+    restarted = []
     for name, part in optimised.items():
-        part.optimizer.load_state_dict(state[f"opt_{name}"])
-        part.scheduler.load_state_dict(state[f"sched_{name}"])
+        if isinstance(part.scheduler, lr_scheduler.ReduceLROnPlateau):
+            restarted.append(name)
+            continue
+        with warnings.catch_warnings():  # "scheduler stepped before the optimiser": on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(epoch):
+                part.scheduler.step()
+    schedule = f"the learning-rate schedules are set to epoch {epoch}"
+    if restarted:
+        schedule += f" (the 'plateau' schedule of {', '.join(restarted)} starts afresh)"
+    return (
+        f"{Path(str(state.get('path', 'the checkpoint'))).name} is an epoch snapshot, which holds the "
+        f"networks but not the optimisers' state: training continues from its weights with fresh "
+        f"optimisers (Adam's moment estimates rebuild over the next steps) and {schedule}, so it does "
+        "not repeat an uninterrupted run step for step. Only latest.pt resumes exactly."
+    )

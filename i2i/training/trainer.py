@@ -7,6 +7,7 @@ weighted sum of the losses' generator terms. Losses decide how D is fed (see :mo
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +30,14 @@ from i2i.errors import CheckpointError, I2IError
 from i2i.models import TrainingModel
 from i2i.parallel import distributed
 from i2i.reports.progress import TrainingProgress
-from i2i.runs.checkpoint import save_checkpoint
+from i2i.runs.checkpoint import (
+    SNAPSHOT_NAME,
+    CheckpointWriter,
+    copy_off_device,
+    prune_snapshots,
+    snapshot_name,
+    snapshot_of,
+)
 from i2i.runs.rundir import (
     RunLock,
     forget_after,
@@ -99,6 +107,7 @@ class Trainer:
         self._elapsed_before = 0.0
         self._pending_log: dict[str, Any] = {}
         self._saved: tuple[int, float] = (-1, time.perf_counter())  # step and time of latest.pt
+        self.writer = CheckpointWriter()  # rank 0's checkpoints, written in the background
         self._epoch_loss: list[Any] = [0.0, 0]  # sum and count of G's loss this epoch (plateau policy)
         self._session_start = time.perf_counter()
         self.guard = DivergenceGuard(
@@ -154,7 +163,9 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         m = self.model
         try:
-            restore_state(m, self.optimised, state)
+            snapshot_note = restore_state(m, self.optimised, state)
+            if snapshot_note and self.world.is_main:
+                self.console.print(f"[yellow]Note: {escape(snapshot_note)}[/yellow]", soft_wrap=True)
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
             self.batch_in_epoch, note = distributed.resume_position(state, self.recipe["data"]["batch_size"])
             if note and self.world.is_main:
@@ -181,17 +192,37 @@ class Trainer:
         part = self.optimised.get("D")
         return part.optimizer if part is not None else None
 
-    def save(self, name: str = "latest.pt") -> Path:
-        """Write a checkpoint; ``latest.pt`` is not rewritten for a step it already holds."""
+    def save(self, name: str = "latest.pt", state: dict[str, Any] | None = None) -> Path:
+        """Write a checkpoint in the background: ``latest.pt`` in full (exact resume), an epoch
+        snapshot (``epoch_NNNN.pt``) without the optimisers' and schedules' states, older snapshots
+        beyond ``train.keep_last`` removed once it is written. ``latest.pt`` is not rewritten for a
+        step it already holds. The state is copied off the device now (``state``: such a copy made
+        by :meth:`state_off_device`), so training goes on during the write; :meth:`wait_for_saves`
+        waits for the files."""
         path = self.run_dir / "checkpoints" / name
-        if name == "latest.pt" and self._saved[0] == self.step and path.is_file():
+        held = path.is_file() or self.writer.pending(path)
+        if name == "latest.pt" and self._saved[0] == self.step and held:
             return path
         self.guard.check_savable(self._pending_log, self.model.named_children(), self.step)
         if self.world.is_main:  # every rank checks (equal weights), rank 0 writes
-            save_checkpoint(self.state_dict(), path)
+            state = state if state is not None else self.state_off_device()
+            then = None
+            if SNAPSHOT_NAME.fullmatch(name):
+                state = snapshot_of(state)
+                keep = int(self.train_cfg.get("keep_last", 0))
+                then = functools.partial(prune_snapshots, path.parent, keep) if keep > 0 else None
+            self.writer.save(state, path, then)
         if name == "latest.pt":
             self._saved = (self.step, time.perf_counter())
         return path
+
+    def state_off_device(self) -> dict[str, Any]:
+        """:meth:`state_dict` as CPU tensors of its own (the step may change the originals)."""
+        return copy_off_device(self.state_dict())
+
+    def wait_for_saves(self) -> None:
+        """Wait until every checkpoint asked for is on disk; raises a failed write's CheckpointError."""
+        self.writer.wait()
 
     # -- one step --------------------------------------------------------------------------------
     def _draw_z(self, batch: int) -> torch.Tensor | None:
@@ -245,9 +276,16 @@ class Trainer:
         return min(steps, cap) if cap > 0 else steps
 
     def run(self) -> RunResult:
-        """Train to the end (or to a Ctrl-C), then release the run directory's lock."""
+        """Train to the end (or to a Ctrl-C), wait for the checkpoints being written, then release
+        the run directory's lock."""
         try:
-            return self._run()
+            result = self._run()
+            self.wait_for_saves()  # before anyone (evaluation, a resume) reads them
+            return result
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped the run is the one to show
+                self.wait_for_saves()
+            raise
         finally:
             self.release()
 
@@ -306,6 +344,7 @@ class Trainer:
                     self._stop_requested, save_due = agreement.exchange(self._signal_seen, save_due)
                     if save_due:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
+                    self.writer.check()  # a background write that failed (a full disk) stops the run
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples()
                     if self.world.is_main:
@@ -357,10 +396,13 @@ class Trainer:
             step_scheduler(part.scheduler, epoch_metric)
         self.epoch += 1
         self.batch_in_epoch = 0
-        self.save()
         every = self.train_cfg["checkpoint_every"]
-        if every > 0 and self.epoch % every == 0:
-            self.save(f"epoch_{self.epoch:04d}.pt")
+        snapshot = every > 0 and self.epoch % every == 0
+        # One copy off the device for both files: the snapshot is latest.pt less the optimisers.
+        state = self.state_off_device() if snapshot and self.world.is_main else None
+        self.save(state=state)
+        if snapshot:
+            self.save(snapshot_name(self.epoch), state=state)
 
     # -- outputs ---------------------------------------------------------------------------------
     def write_samples(self) -> Path:
