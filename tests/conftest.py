@@ -89,3 +89,17 @@ def toy_recipe(path: Path, out: Path, **sections: dict[str, Any] | list | None) 
                     table[key] = value
     path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a CUDA GPU: skipped without one (tools/gpu-check.sh runs them)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (tools/gpu-check.sh runs these on one)")
+    for item in marked:
+        item.add_marker(skip)

@@ -133,3 +133,91 @@ def test_an_auto_fcn_score_segments_where_the_evaluation_says(monkeypatch):
     tell_device([*scores, fixed], torch.device("meta"))
     assert {p.device.type for p in scores[0].segmenter.net.parameters()} == {"meta"}
     assert {p.device.type for p in fixed.segmenter.net.parameters()} == {"cpu"}
+
+
+# -- on a real GPU (skipped without CUDA; tools/gpu-check.sh runs them) -------------------------------
+GPU = "cuda"
+
+
+@pytest.mark.cuda
+def test_a_run_trains_on_the_gpu_and_its_checkpoints_load_on_the_cpu(tiny_recipe):
+    import i2i
+
+    _, result = train(tiny_recipe, "train.max_steps=8", "train.evaluate=false", f"experiment.device='{GPU}'")
+    latest = load_checkpoint(result.run_dir)
+    assert latest["step"] == 8 and len(latest["rng"]["cuda"]) == torch.cuda.device_count()
+    assert all(t.device.type == "cpu" for t in latest["generator"].values())
+    snapshot = load_checkpoint(result.run_dir / "checkpoints" / "epoch_0002.pt")
+    assert snapshot["snapshot"] and "opt_G" not in snapshot
+    translator = i2i.load(result.run_dir / "checkpoints" / "epoch_0002.pt", device="cpu")
+    assert next(translator.generator.parameters()).device.type == "cpu"
+
+
+@pytest.mark.cuda
+def test_the_decoded_cache_on_the_gpu_crops_and_flips_as_on_the_cpu():
+    import tempfile
+
+    from test_speed import trainer as make_trainer
+
+    from i2i.data.order import EpochSampler
+    from i2i.speed.device_data import DecodedLoader
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = make_trainer(Path(tmp), data={"preprocess": "crop", "batch_size": 3})
+        loaders = [
+            DecodedLoader(t.items.dataset, t.items.seed, EpochSampler(6, 3), 3, torch.device(d))
+            for d in ("cpu", GPU)
+        ]
+        for epoch in (0, 1):
+            for loader in loaders:
+                loader.sampler.set_epoch(epoch)
+            for a, b in zip(*loaders, strict=True):
+                assert b["A"].device.type == "cuda"
+                assert torch.equal(a["A"], b["A"].cpu()) and torch.equal(a["B"], b["B"].cpu())
+
+
+@pytest.mark.cuda
+def test_the_compile_probe_compiles_on_the_gpu():
+    from i2i.speed.step import _can_compile
+
+    assert _can_compile(torch.device(GPU)) is None  # Triton works here: speed.compile can be measured
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_tf32_and_bf16_steps_match_fp32_within_the_bench_tolerance_on_the_gpu(tmp_path, precision):
+    from test_speed import first_losses
+
+    from i2i.training.bench import _max_rel_diff, loss_tolerance
+
+    base = {"experiment": {"device": GPU}}
+    plain = first_losses(tmp_path / "a", **base, speed={"tf32": "off"})
+    again = first_losses(tmp_path / "b", **base, speed={"tf32": "off"})
+    assert _max_rel_diff(again, plain) <= loss_tolerance(GPU, "fp32")  # fp32 against itself on CUDA
+    speed = {"tf32": "on"} if precision == "tf32" else {"tf32": "off", "amp": "bf16"}
+    other = first_losses(tmp_path / "c", **base, speed=speed)
+    assert _max_rel_diff(other, plain) <= loss_tolerance(GPU, precision)
+
+
+@pytest.mark.cuda
+def test_fid_follows_the_evaluation_onto_the_gpu(tmp_path, monkeypatch):
+    from i2i.metrics import tell_device
+
+    random_inception(tmp_path, monkeypatch)
+    fid = get_host().registry("metric").build("fid", batch_size=2)
+    tell_device([fid], torch.device(GPU))
+    assert next(fid.model.parameters()).device.type == "cuda"
+    x = torch.rand(2, 3, 16, 16)
+    fid.update(x, x)
+    assert fid.compute() <= 1e-3
+
+
+@pytest.mark.cuda
+def test_the_random_state_of_every_gpu_goes_back_where_it_came_from():
+    from i2i.training.state import capture_rng, restore_rng
+
+    rng = capture_rng()
+    assert len(rng["cuda"]) == torch.cuda.device_count()
+    before = torch.rand(3, device=GPU)
+    restore_rng(rng)
+    assert restore_rng(rng) is None and torch.equal(torch.rand(3, device=GPU), before)

@@ -74,10 +74,10 @@ def loss_tolerance(device_type: str, precision: str, approximate: bool = False) 
 
 #: Dense peak TFLOP/s (vendor figures) for the fraction-of-peak column, by device-name fragment.
 PEAK_TFLOPS = {
-    "H200": {"tf32": 494.7, "bf16": 989.4},
-    "H100": {"tf32": 494.7, "bf16": 989.4},
-    "A100": {"tf32": 156.0, "bf16": 312.0},
-    "L4": {"tf32": 60.0, "bf16": 121.0},
+    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+    "L4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0},
 }
 
 
@@ -388,7 +388,7 @@ def summarise(recipe, device, variants, runs, steps, repeats, warmup) -> dict[st
             entry["peak_memory_bytes"] = max(r["peak_memory_bytes"] for r in reps)
             peak = next((p for k, p in PEAK_TFLOPS.items() if k in plain.get("device_name", "")), None)
             if peak and flops:
-                kind = "bf16" if v.speed.get("amp") == "bf16" else "tf32"
+                kind = v.precision  # fp32 (TF32 off), tf32 or bf16: the peak of what ran
                 entry["fraction_of_peak"] = entry["achieved_flop_per_s"] / (peak[kind] * 1e12)
         out["variants"][v.name] = entry
     return out
