@@ -98,6 +98,7 @@ class DataVerification:
                     "items": r.items,
                     "sizes": {f"{w}x{h}": n for (w, h), n in r.sizes.most_common()},
                     "bad": [{"path": str(p.path), "reason": p.reason} for p in r.bad],
+                    "skipped": [{"path": str(path), "reason": why} for path, why in r.skipped],
                     "warnings": r.warnings,
                     "error": r.error,
                 }
