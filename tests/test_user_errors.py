@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -124,6 +125,10 @@ def test_data_verify_counts_and_names_the_entries_it_skips(tmp_path, capsys):
     assert f"{train / 'loop.jpg'} (a symbolic-link loop)" in text
     assert f"{train / 'dangling.jpg'} (a link to {tmp_path / 'gone.jpg'}, which does not exist)" in text
     assert f"{train / 'folder.jpg'} (a folder)" in text
+    code, text = cli(capsys, "data", "verify", str(recipe), "--json")
+    [train_report] = [s for s in json.loads(text)["splits"] if s["split"] == "train"]
+    skipped = {Path(e["path"]).name for e in train_report["skipped"]}
+    assert skipped == {"loop.jpg", "dangling.jpg", "folder.jpg"}
     # A folder holding only such entries is empty, and says what each one is.
     for image in train.glob("*.jpg"):
         if image.is_file() and not image.is_symlink():
