@@ -217,3 +217,21 @@ def test_the_writer_raises_a_failed_write_once_and_keeps_order(tmp_path, monkeyp
         writer.wait()
     writer.wait()  # raised once
     assert threading.active_count() >= 1 and not writer.pending(tmp_path / "x.pt")
+
+
+def test_the_finiteness_screen_before_a_save_is_exact(tmp_path):
+    """Weights are screened with one sum per tensor: a sum that overflows on finite weights must not
+    stop the run, and a single NaN or infinity must."""
+    from i2i.errors import TrainingDiverged
+    from i2i.training.divergence import DivergenceGuard
+
+    guard = DivergenceGuard(tmp_path, skip=False, agree_all=lambda flag: flag)
+    net = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        net.weight.fill_(3e38)  # finite, but the sum of 16 of them overflows float32
+    guard.check_savable({}, [("G", net)], step=1)
+    for bad in (float("nan"), float("inf")):
+        with torch.no_grad():
+            net.weight[1, 2] = bad
+        with pytest.raises(TrainingDiverged, match="weights of the G became non-finite"):
+            guard.check_savable({}, [("G", net), ("D", None)], step=2)
