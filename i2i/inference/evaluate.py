@@ -30,7 +30,7 @@ from i2i.data.imaging import save_triplet_grid, to_pixels, to_unit
 from i2i.data.scan import check_split
 from i2i.errors import I2IError
 from i2i.inference.loading import generator_from_checkpoint
-from i2i.metrics import Metric
+from i2i.metrics import Metric, tell_device
 from i2i.reports.run_report import write_gallery
 from i2i.runs.checkpoint import load_checkpoint
 from i2i.runs.outputs import output_folder, unique_name
@@ -211,6 +211,8 @@ def evaluate_modes(
     for mode in runs:
         if mode not in MODES:
             raise I2IError(f"Unknown inference mode {mode!r}: use one of {', '.join(MODES)}.")
+    for metrics, _ in runs.values():  # networks inside metrics (FID, the FCN segmenter) run here too
+        tell_device(metrics.values(), device)
     eval_batch = batch_size
     if "eval" in runs and batch_independent(generator):
         eval_batch = batch_size * max(1, math.ceil(EVAL_MODE_BATCH / batch_size))
