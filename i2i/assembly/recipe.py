@@ -456,7 +456,8 @@ def resolve(recipe: Recipe, host: PluginHost, source: str = "recipe") -> Recipe:
             "[[losses]]: at least one loss is needed. Available: "
             f"{', '.join(host.registry('loss').names()) or 'none'}."
         )
-    out["losses"] = []
+    if uses_losses:  # a model with its own losses has no [[losses]] in its resolved recipe either
+        out["losses"] = []
     for i, entry in enumerate(losses):
         label = entry.get("name", i) if isinstance(entry, dict) else i
         checked = _check_component(entry, f"losses.{label}", "loss", host, problems, checks=checks)

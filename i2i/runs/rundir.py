@@ -20,10 +20,11 @@ except ImportError:  # pragma: no cover - Windows: run directories are not locke
 def plugins_used(recipe: Recipe, host: PluginHost) -> dict[str, str]:
     """Plugin name → "distribution version" for every component the recipe names."""
     used = {}
-    pairs = [("dataset", recipe["data"]["name"]), ("generator", recipe["generator"]["name"])]
+    pairs = [("model", recipe.get("model", {}).get("name", "pix2pix"))]
+    pairs += [("dataset", recipe["data"]["name"]), ("generator", recipe["generator"]["name"])]
     if "discriminator" in recipe:
         pairs.append(("discriminator", recipe["discriminator"]["name"]))
-    pairs += [("loss", t["name"]) for t in recipe["losses"]]
+    pairs += [("loss", t["name"]) for t in recipe.get("losses", [])]
     pairs += [("metric", m if isinstance(m, str) else m["name"]) for m in recipe["eval"]["metrics"]]
     for kind, name in pairs:
         provider = host.registry(kind).get(name).provider
