@@ -7,6 +7,7 @@ the pixels ``i2i translate`` writes for the same file and settings.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,6 @@ class Translator:
         self.size: int | None = size or None
         self.multiple = size_multiple(self.generator)
         self.seed = int(self.recipe["experiment"]["seed"])
-        self.samplers = self._samplers(host, self.generator)
         self._prepared: dict[str, nn.Module] = {}
 
     @classmethod
@@ -83,11 +83,15 @@ class Translator:
         trained = load_trained(path, host, None if device in (None, "recipe") else device, direction)
         return cls(trained, host, size=size)
 
-    @staticmethod
-    def _samplers(host: PluginHost, generator: nn.Module) -> dict[str, Sampler]:
-        """``i2i translate``'s two modes, then every registered sampler that can diversify G."""
+    @functools.cached_property
+    def samplers(self) -> dict[str, Sampler]:
+        """``i2i translate``'s two modes, then every registered sampler that can diversify G.
+
+        Found on first use: building and checking every sampler is work a plain translation (or
+        a metric that loads a segmenter) does not need."""
         found: dict[str, Sampler] = {PLAIN: _Plain("eval"), f"{PLAIN}_train": _Plain("train")}
-        for component in host.registry("sampler"):
+        generator = self.generator
+        for component in self.host.registry("sampler"):
             try:
                 sampler = component.build()
                 sampler.check(generator)

@@ -43,12 +43,14 @@ def evaluate(
     progress: bool = True,
     console: Console | None = None,
     host: PluginHost | None = None,
+    write_report: bool = True,
 ) -> EvalResult:
     """Translate a split with a run's (or checkpoint's) generator and score it.
 
     ``mode``: "eval", "train" or "both" (default: the recipe's ``eval.modes``); ``metrics``: names
     instead of the recipe's ``eval.metrics`` (a list or a comma-separated string). Reports go to
-    ``RUN/eval/<mode>/`` or ``out_dir/<mode>/``; a run directory's index.html is rewritten.
+    ``RUN/eval/<mode>/`` or ``out_dir/<mode>/``; a run directory's index.html is rewritten, unless
+    ``write_report`` is False (the caller writes it, as ``i2i run`` does once after evaluating).
     """
     host = host or get_host()
     if mode is not None and mode not in MODES:
@@ -80,5 +82,6 @@ def evaluate(
         show_progress=progress,
         console=console,
     )
-    report = write_index(target) if target.is_dir() and out_dir is None else None
+    in_place = write_report and target.is_dir() and out_dir is None
+    report = write_index(target) if in_place else None
     return EvalResult(summaries, report)

@@ -118,7 +118,9 @@ def train(
     wanted = plan["train"]["evaluate"] if evaluate_after is None else evaluate_after
     if wanted:
         try:
-            result.evaluation = evaluate(run.run_dir, progress=progress, console=console, host=host)
+            result.evaluation = evaluate(
+                run.run_dir, progress=progress, console=console, host=host, write_report=False
+            )
         except DataError as exc:  # the model is trained and saved; only its evaluation is missing
             notes.append(
                 f"Evaluation skipped: {exc} Evaluate later with "
