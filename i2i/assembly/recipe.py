@@ -108,6 +108,12 @@ HOST_SETTINGS: dict[str, dict[str, Param]] = {
             Param("sample_every", int, 200, "steps between sample grids", minimum=0),
             Param("checkpoint_every", int, 5, "epochs between kept snapshots (networks only)", minimum=0),
             Param("keep_last", int, 0, "keep only the newest this many epoch snapshots (0: all)", minimum=0),
+            Param(
+                "snapshot_steps",
+                list[int],
+                [],
+                "also keep a networks-only snapshot step_NNNNNNN.pt after each of these steps",
+            ),
             Param("checkpoint_minutes", float, 10.0, "also refresh latest.pt this often (0: off)", minimum=0),
             Param("num_samples", int, 4, "images in each sample grid", minimum=1),
             Param("tensorboard", bool, True, "also write TensorBoard events when installed"),

@@ -8,7 +8,12 @@ only in what the experiment compares. Rules:
   keep its component name, replacing it when they name another component;
 - ``losses`` replaces the base's list; ``add_losses`` appends to it;
 - ``from = "RUN_DIR_OR_CHECKPOINT"`` uses an already trained model instead of training one;
+- ``steps`` (or ``[diversity] steps`` for every variant) also measures the model at those training
+  steps, from the networks-only snapshots its training keeps (``train.snapshot_steps``);
 - ``[data]`` cannot change: all variants are trained and measured on the same pairs.
+
+With ``[diversity] seeds = [0, 1, 2]`` every variant is trained once per seed (run folders
+``NAME_seedS``), so the report can give each figure's spread over training seeds.
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ SETTINGS: dict[str, Param] = {
             "sampling seed: input i draws its samples after manual_seed(seed + i)",
             range=Range(0, 2**63),
         ),
+        Param(
+            "seeds",
+            list[int],
+            [],
+            "training seeds: each variant is trained once per seed and the table gives mean ± std "
+            "(default: experiment.seed only)",
+        ),
+        Param(
+            "steps",
+            list[int],
+            [],
+            "also measure every variant at these training steps (a diversity-over-time curve)",
+        ),
         Param("split", str, "", "the split sampled (default: eval.split)"),
         Param(
             "metrics",
@@ -66,6 +84,7 @@ VARIANT_KEYS = {
     "add_losses",
     "optim",
     "train",
+    "steps",
 }
 MERGED_SECTIONS = ("generator", "discriminator", "optim", "train")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -73,13 +92,23 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass
 class Variant:
-    """One trained model of the experiment and the samplers that draw its outputs."""
+    """One trained model of the experiment and the samplers that draw its outputs.
+
+    With several training seeds, each variant of the recipe becomes one ``Variant`` per seed; they
+    share ``group`` (the recipe's variant name), and ``name`` (the run folder) ends in ``_seedS``.
+    """
 
     name: str
     label: str
     samplers: list[dict[str, Any]]
     recipe: Recipe
     source: str | None = None  # an existing run directory or checkpoint, when not trained here
+    group: str = ""
+    seed: int | None = None
+    steps: list[int] = field(default_factory=list)  # earlier training steps measured as well
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.name
 
 
 @dataclass
@@ -130,6 +159,13 @@ def _check_settings(table: Any, problems: list[str]) -> dict[str, Any]:
         if param is None:
             problems.append(f"{SECTION}.{key}: unknown setting. {suggest(key, [*SETTINGS, 'variants'])}")
             continue
+        if param.annotation == list[int]:
+            problem = _int_list_problem(value, minimum=1 if key == "steps" else 0)
+            if problem:
+                problems.append(f"{SECTION}.{key} = {value!r}: {problem}.")
+            else:
+                settings[key] = sorted(set(value))
+            continue
         expected = {int: int, str: str}.get(param.annotation)
         if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
             problems.append(f"{SECTION}.{key} = {value!r}: expected an integer.")
@@ -148,6 +184,14 @@ def _check_settings(table: Any, problems: list[str]) -> dict[str, Any]:
     for key, param in SETTINGS.items():
         settings.setdefault(key, copy.deepcopy(param.default))
     return settings
+
+
+def _int_list_problem(value: Any, minimum: int) -> str | None:
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        return "expected a list of integers"
+    if any(v < minimum or v >= 2**63 for v in value):
+        return f"every entry must be an integer of at least {minimum}"
+    return None
 
 
 def _entry(value: Any) -> dict[str, Any] | None:
@@ -210,6 +254,15 @@ def _check_variant(raw: Any, index: int, problems: list[str], host: PluginHost) 
     source = raw.get("from")
     if source is not None and not isinstance(source, str):
         problems.append(f"{where}.from = {source!r}: expected the path of a run directory or checkpoint.")
+    if "steps" in raw:
+        problem = _int_list_problem(raw["steps"], minimum=1)
+        if problem:
+            problems.append(f"{where}.steps = {raw['steps']!r}: {problem}.")
+        elif source is not None:
+            problems.append(
+                f"{where}: 'steps' measures snapshots kept while the variant trains here; a variant "
+                "taken 'from' a finished run has only that run's checkpoint."
+            )
     label = raw.get("label", name)
     return {
         **raw,
@@ -250,24 +303,49 @@ def load_experiment(path: str | Path, host: PluginHost, overrides: list[str] | N
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{SECTION}.variants: the name {dup!r} is used twice.")
     experiment_name = raw.get("experiment", {}).get("name", path.stem)
+    seeds: list[int | None] = list(settings.get("seeds") or []) or [None]
+    if seeds != [None]:
+        problems += [
+            f"{SECTION}.variants.{v['name']}: 'from' takes one trained model, so it cannot be "
+            f"trained once per seed of {SECTION}.seeds."
+            for v in checked
+            if v.get("from") is not None
+        ]
     variants: list[Variant] = []
     if base is not None:
         root = Path(base["experiment"]["output_dir"]) / experiment_name / "variants"
-        for v in checked:
+        for v, seed in ((v, seed) for v in checked for seed in seeds):
+            name = v["name"] if seed is None else f"{v['name']}_seed{seed}"
+            steps = v.get("steps", settings.get("steps", []))
+            steps = sorted(set(steps)) if isinstance(steps, list) and not _int_list_problem(steps, 1) else []
             merged = _merge(raw, v)
             merged["experiment"] = {
                 **merged.get("experiment", {}),
-                "name": v["name"],
+                "name": name,
                 "output_dir": str(root),
+                **({} if seed is None else {"seed": seed}),
             }
+            if steps:
+                train = merged.setdefault("train", {})
+                kept = train.get("snapshot_steps", [])
+                kept = kept if isinstance(kept, list) else []
+                train["snapshot_steps"] = sorted({*kept, *steps})
             try:
                 recipe = resolve(merged, host, source=f"{path} [{SECTION}.variants.{v['name']}]")
             except RecipeError as exc:
                 problems += [f"variant {v['name']}: {p}" for p in exc.problems]
                 continue
-            variants.append(Variant(v["name"], v["label"], v["samplers"], recipe, v.get("from")))
+            cap = recipe["train"]["max_steps"]
+            if cap and any(step > cap for step in steps):
+                problems.append(
+                    f"variant {v['name']}: steps {[s for s in steps if s > cap]} lie beyond its "
+                    f"train.max_steps = {cap}, so they would never be reached."
+                )
+            variants.append(
+                Variant(name, v["label"], v["samplers"], recipe, v.get("from"), v["name"], seed, steps)
+            )
     if problems:
-        raise RecipeError(str(path), problems)
+        raise RecipeError(str(path), list(dict.fromkeys(problems)))  # once, not once per seed
     assert base is not None
     if not settings["split"]:
         settings["split"] = base["eval"]["split"]

@@ -35,7 +35,7 @@ from i2i.errors import CheckpointError, I2IError
 from i2i.inference.loading import generator_from_checkpoint
 from i2i.metrics import tell_device
 from i2i.reports.run_report import write_index
-from i2i.runs.checkpoint import load_checkpoint
+from i2i.runs.checkpoint import load_checkpoint, step_snapshot_name
 from i2i.sampling import Sampler
 from i2i.training.resume import changed_on_resume
 from i2i.training.start import start_run
@@ -303,26 +303,57 @@ class DiversityExperiment:
             soft_wrap=True,
         )
 
-    def result_path(self, variant: Variant, spec: SamplerSpec) -> Path:
-        return self.root / "results" / f"{variant.name}__{spec.name}.json"
+    def checkpoints_to_measure(self, variant: Variant, final: Path) -> list[tuple[Path, bool]]:
+        """``(checkpoint, is_final)`` for each step of ``variant.steps`` before its last, then the
+        final checkpoint: the snapshots its training kept (``train.snapshot_steps``)."""
+        if not variant.steps:
+            return [(final, True)]
+        last = int(load_checkpoint(final, mmap=True).get("step", 0))
+        folder = final.parent
+        earlier = [step for step in variant.steps if step < last]
+        missing = [step for step in earlier if not (folder / step_snapshot_name(step)).is_file()]
+        beyond = [step for step in variant.steps if step > last]
+        if missing or beyond:
+            why = []
+            if missing:
+                why.append(f"no snapshot of steps {missing} in {folder} (step_NNNNNNN.pt)")
+            if beyond:
+                why.append(f"steps {beyond} lie beyond the {last} steps it trained")
+            raise I2IError(
+                f"Variant {variant.name} cannot be measured at every step its recipe lists: "
+                f"{'; '.join(why)}. Snapshots are kept only while the variant trains with those steps "
+                f"in its recipe: move {folder.parent} away to train it again, or remove the steps."
+            )
+        return [*((folder / step_snapshot_name(step), False) for step in earlier), (final, True)]
 
-    def figure_path(self, variant: Variant, spec: SamplerSpec) -> Path:
-        return self.root / "figures" / f"{variant.name}__{spec.name}.png"
+    def result_path(self, variant: Variant, spec: SamplerSpec, step: int | None = None) -> Path:
+        """The cached result of a sampler on the final model, or (``step``) on an earlier snapshot."""
+        at = "" if step is None else f"__step{step}"
+        return self.root / "results" / f"{variant.name}__{spec.name}{at}.json"
 
-    def measure_variant(self, variant: Variant, checkpoint: Path, inputs: Inputs) -> list[dict[str, Any]]:
+    def figure_path(self, variant: Variant, spec: SamplerSpec, step: int | None = None) -> Path:
+        at = "" if step is None else f"__step{step}"
+        return self.root / "figures" / f"{variant.name}__{spec.name}{at}.png"
+
+    def measure_variant(
+        self, variant: Variant, checkpoint: Path, inputs: Inputs, final: bool = True
+    ) -> list[dict[str, Any]]:
         specs = self.samplers[variant.name]
         state = load_checkpoint(checkpoint)
         step = int(state.get("step", 0))
+        at = None if final else step
         model = model_fingerprint(state)
+        # What the variant's place in the experiment is: not measured, so never taken from a cache.
+        place = {"label": variant.label, "group": variant.group, "seed": variant.seed, "final": final}
         results = []
         for spec, entry in zip(specs, variant.samplers, strict=True):
-            path = self.result_path(variant, spec)
+            path = self.result_path(variant, spec, at)
             sampler = component_settings(self.host, "sampler", entry)
             key = {**self.cache_key, "model": model, "sampler": sampler}
             cached, unreadable = _read_cache(path)
             reuse, malformed = usable(cached, key, RESULT_FIELDS)
-            if reuse and self.figure_path(variant, spec).is_file():
-                results.append({**cached, "label": variant.label})  # the label is not measured
+            if reuse and self.figure_path(variant, spec, at).is_file():
+                results.append({**cached, **place})
                 continue
             if unreadable or malformed:
                 self._note_unusable(path, unreadable or malformed)
@@ -341,10 +372,10 @@ class DiversityExperiment:
                     figure_samples=self.settings["figure_samples"],
                     advance=lambda task=task: bar.advance(task),
                 )
-            write_figure(outcome["figure"], self.figure_path(variant, spec))
+            write_figure(outcome["figure"], self.figure_path(variant, spec, at))
             record = {
                 "variant": variant.name,
-                "label": variant.label,
+                **place,
                 "sampler": spec.name,
                 "sampler_description": spec.sampler.describe(),
                 "mode": spec.sampler.mode,
@@ -369,6 +400,7 @@ class DiversityExperiment:
         inputs = self._inputs()
         results = []
         for variant in self.exp.variants:
-            checkpoint = self.model_path(variant)
-            results += self.measure_variant(variant, checkpoint, inputs)
+            final = self.model_path(variant)
+            for checkpoint, is_final in self.checkpoints_to_measure(variant, final):
+                results += self.measure_variant(variant, checkpoint, inputs, is_final)
         return write_report(self.root, self.exp, self.protocol, reference, results, self.measures)

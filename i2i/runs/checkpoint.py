@@ -34,12 +34,18 @@ FORMAT_VERSION = 1
 
 #: The names i2i gives epoch snapshots in ``RUN_DIR/checkpoints`` (``epoch_0005.pt``).
 SNAPSHOT_NAME = re.compile(r"epoch_(\d{4,})\.pt")
+#: The names of the snapshots kept at the steps listed in ``train.snapshot_steps`` (``step_0004000.pt``).
+STEP_SNAPSHOT_NAME = re.compile(r"step_(\d{7,})\.pt")
 #: Keys of a full checkpoint that an epoch snapshot leaves out: optimiser and schedule states.
 RESUME_ONLY = ("opt_", "sched_")
 
 
 def snapshot_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
+
+
+def step_snapshot_name(step: int) -> str:
+    return f"step_{step:07d}.pt"
 
 
 def snapshot_of(state: dict[str, Any]) -> dict[str, Any]:

@@ -32,11 +32,13 @@ from i2i.parallel import distributed
 from i2i.reports.progress import TrainingProgress
 from i2i.runs.checkpoint import (
     SNAPSHOT_NAME,
+    STEP_SNAPSHOT_NAME,
     CheckpointWriter,
     copy_off_device,
     prune_snapshots,
     snapshot_name,
     snapshot_of,
+    step_snapshot_name,
 )
 from i2i.runs.rundir import (
     RunLock,
@@ -207,7 +209,9 @@ class Trainer:
         if self.world.is_main:  # every rank checks (equal weights), rank 0 writes
             state = state if state is not None else self.state_off_device()
             then = None
-            if SNAPSHOT_NAME.fullmatch(name):
+            if STEP_SNAPSHOT_NAME.fullmatch(name):  # kept: keep_last prunes epoch snapshots only
+                state = snapshot_of(state)
+            elif SNAPSHOT_NAME.fullmatch(name):
                 state = snapshot_of(state)
                 keep = int(self.train_cfg.get("keep_last", 0))
                 then = functools.partial(prune_snapshots, path.parent, keep) if keep > 0 else None
@@ -295,6 +299,7 @@ class Trainer:
         sums = self._pending_log  # losses since the last log line (kept across a resume)
         start = self._session_start = time.perf_counter()
         save_every_s = 60 * cfg["checkpoint_minutes"]
+        snapshot_steps = set(cfg.get("snapshot_steps", []))
         self._saved = (self._saved[0], start)
         last: dict[str, float] = {}
         shown = ""
@@ -344,6 +349,8 @@ class Trainer:
                     self._stop_requested, save_due = agreement.exchange(self._signal_seen, save_due)
                     if save_due:
                         self.save()  # mid-epoch too: a hard kill loses at most these minutes
+                    if self.step in snapshot_steps:
+                        self.save(step_snapshot_name(self.step))
                     self.writer.check()  # a background write that failed (a full disk) stops the run
                     if cfg["sample_every"] > 0 and self.step % cfg["sample_every"] == 0:
                         self.write_samples()
