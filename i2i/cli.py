@@ -130,7 +130,7 @@ def validate(
     if show:
         out.print(escape(result.dumps()))
     if result.experiment:
-        names = ", ".join(result.recipes)
+        names = result.variants
         out.print(
             f"[green]{escape(str(recipe))} is a valid diversity experiment ({escape(names)}).[/green]",
             soft_wrap=True,

@@ -314,7 +314,8 @@ def load_experiment(path: str | Path, host: PluginHost, overrides: list[str] | N
     variants: list[Variant] = []
     if base is not None:
         root = Path(base["experiment"]["output_dir"]) / experiment_name / "variants"
-        for v, seed in ((v, seed) for v in checked for seed in seeds):
+        # Seed by seed: an experiment cut short has every variant of the first seed to show.
+        for v, seed in ((v, seed) for seed in seeds for v in checked):
             name = v["name"] if seed is None else f"{v['name']}_seed{seed}"
             steps = v.get("steps", settings.get("steps", []))
             steps = sorted(set(steps)) if isinstance(steps, list) and not _int_list_problem(steps, 1) else []

@@ -54,6 +54,14 @@ class Validation:
     experiment: bool
     plan: list[str] = field(default_factory=list)  # what the run will do, when its data is there
     missing_root: str | None = None  # data.root, when it does not exist
+    groups: list[str] = field(default_factory=list)  # an experiment's variants, as its recipe names them
+    seeds: int = 1  # an experiment's training seeds per variant
+
+    @property
+    def variants(self) -> str:
+        """An experiment's variants in a line, and the seeds each is trained with when several."""
+        each = f", each with {self.seeds} seeds" if self.seeds > 1 else ""
+        return ", ".join(self.groups or self.recipes) + each
 
     def dumps(self) -> str:
         """The resolved recipe(s) as TOML, every default filled in."""
@@ -65,7 +73,10 @@ def validate(path: Path, host: PluginHost, overrides: list[str] | None = None) -
     """Check a recipe (or a diversity experiment) without running it; every problem is reported at once."""
     if is_experiment(load_recipe(path, overrides)):
         experiment = load_experiment(path, host, overrides)
-        return Validation(path, {v.name: v.recipe for v in experiment.variants}, experiment=True)
+        recipes = {v.name: v.recipe for v in experiment.variants}
+        groups = list(dict.fromkeys(v.group for v in experiment.variants))
+        seeds = max(len(experiment.settings["seeds"]), 1)
+        return Validation(path, recipes, experiment=True, groups=groups, seeds=seeds)
     recipe = resolved(path, host, overrides)
     result = Validation(path, {"": recipe}, experiment=False)
     root = recipe["data"].get("root")
