@@ -63,6 +63,14 @@ class StepContext:
         """
         self.logs[name] = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
 
+    def draw_z(self, batch: int) -> Tensor | None:
+        """Fresh codes from the step's code distribution (N(0, I)), or None for a generator without one.
+
+        For a loss that tries codes before it settles on one (conditional IMLE's nearest of m); the
+        codes come from the loop's own source, so they follow its device and random streams.
+        """
+        return self._sample_z(batch)
+
     def sample(self, key: str = "second", z: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Another generator output for ``real_A``: ``(output, z)``, with gradients.
 

@@ -68,7 +68,9 @@ def without_discriminator(tmp_path: Path, loss: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("loss", ["critic", "critic_class", "legacy_critic", "cgan", "gan", "bicyclegan"])
+@pytest.mark.parametrize(
+    "loss", ["critic", "critic_class", "legacy_critic", "cgan", "gan", "bicyclegan", "min_of_k"]
+)
 def test_validate_refuses_a_declared_adversarial_loss_without_a_discriminator(tmp_path, install_host, loss):
     install_host(("critic-plugin", Plugin))
     result = runner.invoke(app, ["validate", str(without_discriminator(tmp_path, loss))])
@@ -79,7 +81,7 @@ def test_validate_refuses_a_declared_adversarial_loss_without_a_discriminator(tm
     ), result.exception.problems
 
 
-@pytest.mark.parametrize("loss", ["l2", "cross_entropy", "mode_seeking"])
+@pytest.mark.parametrize("loss", ["l2", "cross_entropy", "mode_seeking", "cimle"])
 def test_a_loss_declared_without_d_needs_no_discriminator_section(tmp_path, loss):
     problems: list[str] = []
     try:
@@ -92,12 +94,12 @@ def test_a_loss_declared_without_d_needs_no_discriminator_section(tmp_path, loss
 def test_every_default_loss_declares_it_and_builds_what_it_declares():
     host = PluginHost()
     losses = [c for c in host.registry("loss") if c.provider.distribution == "i2i"]
-    assert {c.name for c in losses} >= {"cgan", "gan", "l1", "l2", "cross_entropy", "bicyclegan"}
+    assert {c.name for c in losses} >= {"cgan", "gan", "l1", "l2", "cross_entropy", "bicyclegan", "cimle"}
     for component in losses:
         assert component.uses_discriminator is not None, component.name
         assert component.uses_discriminator == component.build().uses_discriminator, component.name
     trains_d = {c.name for c in losses if c.uses_discriminator}
-    assert trains_d == {"cgan", "gan", "bicyclegan"}
+    assert trains_d == {"cgan", "gan", "bicyclegan", "min_of_k"}
 
 
 def test_the_example_plugin_declares_its_loss():
