@@ -204,3 +204,14 @@ def test_pooling_gives_mean_and_sample_std_per_method_and_step():
     (row,) = pooled(rows)
     assert row["seeds"] == 3 and row["div_l1"] == pytest.approx(0.3)
     assert row["div_l1_std"] == pytest.approx(statistics.stdev([0.1, 0.2, 0.6]))
+
+
+def test_a_variant_can_name_its_own_seeds(seeded):
+    text = seeded.read_text().replace('name = "z_all"', 'name = "z_all"\nseeds = [7]')
+    seeded.write_text(text)
+    experiment = load_experiment(seeded, get_host())
+    assert [v.name for v in experiment.variants] == ["pix2pix_seed0", "pix2pix_seed1", "z_all_seed7"]
+    assert experiment.variants[-1].recipe["experiment"]["seed"] == 7
+    seeded.write_text(text.replace("seeds = [7]", "seeds = []"))
+    with pytest.raises(RecipeError, match="z_all.seeds = \\[\\]: give at least one seed"):
+        load_experiment(seeded, get_host())

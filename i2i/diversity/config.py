@@ -85,6 +85,7 @@ VARIANT_KEYS = {
     "optim",
     "train",
     "steps",
+    "seeds",
 }
 MERGED_SECTIONS = ("generator", "discriminator", "optim", "train")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -194,6 +195,15 @@ def _int_list_problem(value: Any, minimum: int) -> str | None:
     return None
 
 
+def _seeds(variant: dict[str, Any], settings: dict[str, Any]) -> list[int | None]:
+    """The training seeds of a variant (its own ``seeds``, else ``[diversity] seeds``), or
+    ``[None]``: trained once with ``experiment.seed``, in a folder without a seed suffix."""
+    own = variant.get("seeds")
+    if isinstance(own, list) and own and not _int_list_problem(own, 0):
+        return sorted(set(own))
+    return list(settings.get("seeds") or []) or [None]
+
+
 def _entry(value: Any) -> dict[str, Any] | None:
     """A component entry written as a name or as a table with a name."""
     if isinstance(value, str):
@@ -263,6 +273,10 @@ def _check_variant(raw: Any, index: int, problems: list[str], host: PluginHost) 
                 f"{where}: 'steps' measures snapshots kept while the variant trains here; a variant "
                 "taken 'from' a finished run has only that run's checkpoint."
             )
+    if "seeds" in raw:
+        problem = _int_list_problem(raw["seeds"], minimum=0)
+        if problem or not raw["seeds"]:
+            problems.append(f"{where}.seeds = {raw['seeds']!r}: {problem or 'give at least one seed'}.")
     label = raw.get("label", name)
     return {
         **raw,
@@ -303,19 +317,22 @@ def load_experiment(path: str | Path, host: PluginHost, overrides: list[str] | N
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{SECTION}.variants: the name {dup!r} is used twice.")
     experiment_name = raw.get("experiment", {}).get("name", path.stem)
-    seeds: list[int | None] = list(settings.get("seeds") or []) or [None]
-    if seeds != [None]:
-        problems += [
-            f"{SECTION}.variants.{v['name']}: 'from' takes one trained model, so it cannot be "
-            f"trained once per seed of {SECTION}.seeds."
-            for v in checked
-            if v.get("from") is not None
-        ]
+    seeds_of = {v["name"]: _seeds(v, settings) for v in checked}
+    problems += [
+        f"{SECTION}.variants.{v['name']}: 'from' takes one trained model, so it cannot be "
+        "trained once per seed."
+        for v in checked
+        if v.get("from") is not None and seeds_of[v["name"]] != [None]
+    ]
     variants: list[Variant] = []
     if base is not None:
         root = Path(base["experiment"]["output_dir"]) / experiment_name / "variants"
         # Seed by seed: an experiment cut short has every variant of the first seed to show.
-        for v, seed in ((v, seed) for seed in seeds for v in checked):
+        order = sorted(
+            {s for seeds in seeds_of.values() for s in seeds}, key=lambda s: (s is not None, s or 0)
+        )
+        pairs = [(v, seed) for seed in order for v in checked if seed in seeds_of[v["name"]]]
+        for v, seed in pairs:
             name = v["name"] if seed is None else f"{v['name']}_seed{seed}"
             steps = v.get("steps", settings.get("steps", []))
             steps = sorted(set(steps)) if isinstance(steps, list) and not _int_list_problem(steps, 1) else []
