@@ -158,7 +158,10 @@ def test_a_missing_step_snapshot_is_explained_not_retrained(seeded, tmp_path):
     seeded.write_text(one_variant.replace("seeds = [0, 1]", "seeds = [0]"))
     assert runner.invoke(app, ["diversity", str(seeded), "--no-progress"]).exit_code == 0
     snapshot = tmp_path / "runs" / "seeded" / "variants" / "pix2pix_seed0" / "checkpoints" / "step_0000002.pt"
-    snapshot.unlink()
+    epoch_snapshot = snapshot.with_name("epoch_0002.pt")  # an epoch snapshot of the same step serves
+    snapshot.rename(epoch_snapshot)
+    assert runner.invoke(app, ["diversity", str(seeded), "--no-progress"]).exit_code == 0
+    epoch_snapshot.unlink()
     result = runner.invoke(app, ["diversity", str(seeded), "--no-progress"])
     assert result.exit_code == 1
     message = " ".join(str(result.exception).split()) + " ".join(result.output.split())

@@ -13,6 +13,7 @@ and says what the folder holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from i2i.errors import CheckpointError, I2IError
 from i2i.inference.loading import generator_from_checkpoint
 from i2i.metrics import tell_device
 from i2i.reports.run_report import write_index
-from i2i.runs.checkpoint import load_checkpoint, step_snapshot_name
+from i2i.runs.checkpoint import load_checkpoint, snapshots, step_snapshot_name
 from i2i.sampling import Sampler
 from i2i.training.resume import changed_on_resume
 from i2i.training.start import start_run
@@ -305,18 +306,26 @@ class DiversityExperiment:
 
     def checkpoints_to_measure(self, variant: Variant, final: Path) -> list[tuple[Path, bool]]:
         """``(checkpoint, is_final)`` for each step of ``variant.steps`` before its last, then the
-        final checkpoint: the snapshots its training kept (``train.snapshot_steps``)."""
+        final checkpoint. A step is found in the snapshot its training kept for it
+        (``train.snapshot_steps``), or in an epoch snapshot taken at that step."""
         if not variant.steps:
             return [(final, True)]
         last = int(load_checkpoint(final, mmap=True).get("step", 0))
         folder = final.parent
         earlier = [step for step in variant.steps if step < last]
-        missing = [step for step in earlier if not (folder / step_snapshot_name(step)).is_file()]
+        found = {step: folder / step_snapshot_name(step) for step in earlier}
+        if not all(path.is_file() for path in found.values()):
+            for _, path in snapshots(folder):
+                with contextlib.suppress(CheckpointError):
+                    step = int(load_checkpoint(path, mmap=True).get("step", -1))
+                    if step in found and not found[step].is_file():
+                        found[step] = path
+        missing = [step for step, path in found.items() if not path.is_file()]
         beyond = [step for step in variant.steps if step > last]
         if missing or beyond:
             why = []
             if missing:
-                why.append(f"no snapshot of steps {missing} in {folder} (step_NNNNNNN.pt)")
+                why.append(f"no snapshot of steps {missing} in {folder} (step_NNNNNNN.pt or epoch_NNNN.pt)")
             if beyond:
                 why.append(f"steps {beyond} lie beyond the {last} steps it trained")
             raise I2IError(
@@ -324,7 +333,7 @@ class DiversityExperiment:
                 f"{'; '.join(why)}. Snapshots are kept only while the variant trains with those steps "
                 f"in its recipe: move {folder.parent} away to train it again, or remove the steps."
             )
-        return [*((folder / step_snapshot_name(step), False) for step in earlier), (final, True)]
+        return [*((found[step], False) for step in earlier), (final, True)]
 
     def result_path(self, variant: Variant, spec: SamplerSpec, step: int | None = None) -> Path:
         """The cached result of a sampler on the final model, or (``step``) on an earlier snapshot."""
