@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from i2i.assembly.host import PluginHost, get_host
 from i2i.assembly.sources import Overrides, override_strings
-from i2i.diversity.config import load_experiment
+from i2i.diversity.config import Experiment, load_experiment
 from i2i.diversity.experiment import DiversityExperiment, ExperimentStopped
 from i2i.diversity.report import CSV_NAME
 
@@ -27,6 +27,12 @@ class DiversityResult:
     rows: list[dict[str, str]] = field(default_factory=list)  # the CSV's rows, as written
     interrupted: bool = False
     resume_command: str = ""  # the same command again: finished work is reused
+
+
+def _count(experiment: Experiment) -> str:
+    groups = len({v.group for v in experiment.variants})
+    models = len(experiment.variants)
+    return f"{groups} variants" + (f" ({models} models over their seeds)" if models > groups else "")
 
 
 def run_diversity(
@@ -49,7 +55,7 @@ def run_diversity(
     again = shlex.join(["i2i", "diversity", str(recipe), *(f"--set={s}" for s in sets)])
     console.print(
         f"Diversity experiment [bold]{escape(experiment.name)}[/bold]: "
-        f"{len(experiment.variants)} variants, folder {escape(str(experiment.root))}"
+        f"{_count(experiment)}, folder {escape(str(experiment.root))}"
     )
     runner = DiversityExperiment(experiment, host, console=console, show_progress=progress)
     try:
