@@ -368,7 +368,10 @@ class DiversityExperiment:
                 self._note_unusable(path, unreadable or malformed)
             G = generator_from_checkpoint(state, self.host, self.device)
             with self._progress() as bar:
-                task = bar.add_task(f"sampling {variant.name} with {spec.name}", total=len(inputs.names))
+                where = "" if final else f" at step {step}"
+                task = bar.add_task(
+                    f"sampling {variant.name}{where} with {spec.name}", total=len(inputs.names)
+                )
                 outcome = measure(
                     G,
                     spec.sampler,
