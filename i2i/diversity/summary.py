@@ -158,8 +158,9 @@ def over_time_figure(rows: list[dict[str, Any]], panels: list[tuple[str, str]], 
             steps = [p["step"] for p in points]
             mean = [float(p.get(key, math.nan)) for p in points]
             std = [float(p.get(f"{key}_std", 0.0) or 0.0) for p in points]
-            colour = colours(i % 10)
-            ax.plot(steps, mean, marker="o", color=colour, label=f"{group} / {sampler}")
+            colour = colours(i % 10)  # past ten lines, the colours repeat with other dashes and marks
+            style = {"linestyle": ("-", "--", ":")[i // 10 % 3], "marker": ("o", "s", "^")[i // 10 % 3]}
+            ax.plot(steps, mean, color=colour, label=f"{group} / {sampler}", **style)
             low = [m - s for m, s in zip(mean, std, strict=True)]
             high = [m + s for m, s in zip(mean, std, strict=True)]
             ax.fill_between(steps, low, high, color=colour, alpha=0.15, linewidth=0)
