@@ -215,6 +215,8 @@ def test_a_variant_can_name_its_own_seeds(seeded):
     experiment = load_experiment(seeded, get_host())
     assert [v.name for v in experiment.variants] == ["pix2pix_seed0", "pix2pix_seed1", "z_all_seed7"]
     assert experiment.variants[-1].recipe["experiment"]["seed"] == 7
+    result = runner.invoke(app, ["validate", str(seeded)])
+    assert "(pix2pix (2 seeds), z_all (1 seed))" in " ".join(result.output.split())
     seeded.write_text(text.replace("seeds = [7]", "seeds = []"))
     with pytest.raises(RecipeError, match="z_all.seeds = \\[\\]: give at least one seed"):
         load_experiment(seeded, get_host())

@@ -54,13 +54,16 @@ class Validation:
     experiment: bool
     plan: list[str] = field(default_factory=list)  # what the run will do, when its data is there
     missing_root: str | None = None  # data.root, when it does not exist
-    groups: list[str] = field(default_factory=list)  # an experiment's variants, as its recipe names them
-    seeds: int = 1  # an experiment's training seeds per variant
+    #: An experiment's variants as its recipe names them, with the number of seeds each is trained with.
+    groups: dict[str, int] = field(default_factory=dict)
 
     @property
     def variants(self) -> str:
         """An experiment's variants in a line, and the seeds each is trained with when several."""
-        each = f", each with {self.seeds} seeds" if self.seeds > 1 else ""
+        counts = set(self.groups.values())
+        if len(counts) > 1:  # say it per variant
+            return ", ".join(f"{g} ({n} seed{'s' if n > 1 else ''})" for g, n in self.groups.items())
+        each = f", each with {counts.pop()} seeds" if counts and max(counts) > 1 else ""
         return ", ".join(self.groups or self.recipes) + each
 
     def dumps(self) -> str:
@@ -74,9 +77,10 @@ def validate(path: Path, host: PluginHost, overrides: list[str] | None = None) -
     if is_experiment(load_recipe(path, overrides)):
         experiment = load_experiment(path, host, overrides)
         recipes = {v.name: v.recipe for v in experiment.variants}
-        groups = list(dict.fromkeys(v.group for v in experiment.variants))
-        seeds = max(len(experiment.settings["seeds"]), 1)
-        return Validation(path, recipes, experiment=True, groups=groups, seeds=seeds)
+        groups: dict[str, int] = {}
+        for v in experiment.variants:
+            groups[v.group] = groups.get(v.group, 0) + 1
+        return Validation(path, recipes, experiment=True, groups=groups)
     recipe = resolved(path, host, overrides)
     result = Validation(path, {"": recipe}, experiment=False)
     root = recipe["data"].get("root")
