@@ -134,9 +134,12 @@ def scatter_with_spread(
     ax.text(1.0, ax.get_ylim()[0], " real pairs", color="#777", fontsize=8, va="bottom")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    seeds = max((int(r.get("seeds", 1)) for r in rows), default=1)
-    bars = f"; bars: ±1 std over {seeds} training seeds" if seeds > 1 else ""
-    ax.set_title(f"Quality vs diversity (circles: eval mode, squares: train mode{bars})", fontsize=9)
+    seeds = {int(r.get("seeds", 1)) for r in rows}
+    bars = ""
+    if max(seeds, default=1) > 1:
+        bars = f"; bars: ±1 std over {max(seeds)} training seeds"
+        bars += ", none: one seed" if 1 in seeds else ""
+    ax.set_title(f"Quality vs diversity\n(circles: eval mode, squares: train mode{bars})", fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
