@@ -204,6 +204,13 @@ def _seeds(variant: dict[str, Any], settings: dict[str, Any]) -> list[int | None
     return list(settings.get("seeds") or []) or [None]
 
 
+def _steps(variant: dict[str, Any], settings: dict[str, Any]) -> list[int]:
+    """The training steps a variant is also measured at (its own ``steps``, else
+    ``[diversity] steps``); a malformed list, already reported, measures none."""
+    steps = variant.get("steps", settings.get("steps", []))
+    return sorted(set(steps)) if not _int_list_problem(steps, 1) else []
+
+
 def _entry(value: Any) -> dict[str, Any] | None:
     """A component entry written as a name or as a table with a name."""
     if isinstance(value, str):
@@ -334,8 +341,7 @@ def load_experiment(path: str | Path, host: PluginHost, overrides: list[str] | N
         pairs = [(v, seed) for seed in order for v in checked if seed in seeds_of[v["name"]]]
         for v, seed in pairs:
             name = v["name"] if seed is None else f"{v['name']}_seed{seed}"
-            steps = v.get("steps", settings.get("steps", []))
-            steps = sorted(set(steps)) if isinstance(steps, list) and not _int_list_problem(steps, 1) else []
+            steps = _steps(v, settings)
             merged = _merge(raw, v)
             merged["experiment"] = {
                 **merged.get("experiment", {}),

@@ -13,7 +13,7 @@ from torch import Tensor
 from i2i.data.imaging import save_triplet_grid
 from i2i.diversity.config import Experiment
 from i2i.diversity.measures import STD, PairwiseMeasure
-from i2i.diversity.summary import final_rows, over_time_figure, pooled, scatter_with_spread
+from i2i.diversity.summary import curves, final_rows, over_time_figure, pooled, scatter_with_spread
 from i2i.reports.run_report import INDEX, escape_html, format_value, html_page, relative_href
 
 CSV_NAME = "diversity.csv"
@@ -192,12 +192,11 @@ def write_report(
     over_time_html = ""
     panels = [(f"ratio_{first}", f"diversity: {first} / real pairs")]
     panels += [(k, f"quality: {k[2:]}") for k in y_keys]
-    if over_time_figure(rows, panels, root / OVER_TIME):
+    lines = curves(rows)
+    if lines:
+        over_time_figure(lines, panels, root / OVER_TIME)
         steps_table = _table(
-            [r for r in pooled(rows) if len({x["step"] for x in rows if x["group"] == r["group"]}) > 1],
-            div_cols,
-            quality_keys,
-            reference,
+            [r for points in lines.values() for r in points], div_cols, quality_keys, reference
         )
         over_time_html = (
             "<h2>Over training</h2><p>The same measures on snapshots kept during training, "

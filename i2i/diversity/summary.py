@@ -147,12 +147,11 @@ def scatter_with_spread(
     return path
 
 
-def over_time_figure(rows: list[dict[str, Any]], panels: list[tuple[str, str]], path: Path) -> Path | None:
-    """One panel per ``(key, label)``: that measure against the training step for every method
-    measured at several steps, mean over seeds with a ±1 std band."""
-    lines = curves(rows)
-    if not lines:
-        return None
+def over_time_figure(
+    lines: dict[tuple[str, str], list[dict[str, Any]]], panels: list[tuple[str, str]], path: Path
+) -> Path:
+    """One panel per ``(key, label)``: that measure against the training step for every method of
+    :func:`curves`, mean over seeds with a ±1 std band."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=110, squeeze=False)
     colours = plt.get_cmap("tab10")

@@ -8,7 +8,8 @@ Two kinds exist. A full checkpoint (``latest.pt``, and the saves on a stop and a
 everything an exact resume needs, the optimisers' and schedules' states included. An epoch
 snapshot (``epoch_NNNN.pt``) holds what inference and fine-tuning need: every network, the losses'
 and the model's own state, the counters, random streams and recipe, but no optimiser or schedule
-state (for Adam, two more copies of every weight); ``"snapshot": True`` marks it.
+state (for Adam, two more copies of every weight); ``"snapshot": True`` marks it. Step snapshots
+(``step_NNNNNNN.pt``, at the steps of ``train.snapshot_steps``) hold the same and are never pruned.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def snapshot_of(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_snapshot(state: dict[str, Any]) -> bool:
-    """Whether a loaded checkpoint is an epoch snapshot (networks only, no optimiser state)."""
+    """Whether a loaded checkpoint is a snapshot, epoch or step (networks only, no optimiser state)."""
     return bool(state.get("snapshot", False))
 
 

@@ -196,8 +196,9 @@ class Trainer:
 
     def save(self, name: str = "latest.pt", state: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint in the background: ``latest.pt`` in full (exact resume), an epoch
-        snapshot (``epoch_NNNN.pt``) without the optimisers' and schedules' states, older snapshots
-        beyond ``train.keep_last`` removed once it is written. ``latest.pt`` is not rewritten for a
+        snapshot (``epoch_NNNN.pt``) or a step snapshot (``step_NNNNNNN.pt``) without the
+        optimisers' and schedules' states, older epoch snapshots beyond ``train.keep_last`` removed
+        once one is written. ``latest.pt`` is not rewritten for a
         step it already holds. The state is copied off the device now (``state``: such a copy made
         by :meth:`state_off_device`), so training goes on during the write; :meth:`wait_for_saves`
         waits for the files."""
@@ -209,12 +210,11 @@ class Trainer:
         if self.world.is_main:  # every rank checks (equal weights), rank 0 writes
             state = state if state is not None else self.state_off_device()
             then = None
-            if STEP_SNAPSHOT_NAME.fullmatch(name):  # kept: keep_last prunes epoch snapshots only
+            if SNAPSHOT_NAME.fullmatch(name) or STEP_SNAPSHOT_NAME.fullmatch(name):
                 state = snapshot_of(state)
-            elif SNAPSHOT_NAME.fullmatch(name):
-                state = snapshot_of(state)
-                keep = int(self.train_cfg.get("keep_last", 0))
-                then = functools.partial(prune_snapshots, path.parent, keep) if keep > 0 else None
+            keep = int(self.train_cfg.get("keep_last", 0))
+            if keep > 0 and SNAPSHOT_NAME.fullmatch(name):  # step snapshots are kept for good
+                then = functools.partial(prune_snapshots, path.parent, keep)
             self.writer.save(state, path, then)
         if name == "latest.pt":
             self._saved = (self.step, time.perf_counter())
